@@ -1,0 +1,192 @@
+"""Per-layer KV cache: raw keys plus positions, rotated when read.
+
+Keys are stored after RMSNorm and **before** RoPE, together with each token's absolute frame
+index and spatial position. A policy says, for every read, at which temporal position each cached
+token sits; the cache rotates keys there. Rotations are memoised per slot (``k_rot`` holds each
+slot rotated at ``rot_t``), so only slots whose position changed are recomputed. Where a policy
+uses absolute positions this is bit-identical to caches that rotate at write time.
+
+Buffers are preallocated: ``capacity`` committed tokens plus a scratch region for the tokens of
+the forward in flight, which sits right after the committed ones so the common read "all cached
+tokens, then my own" is one contiguous slice. Commit turns (part of) the scratch into cached
+tokens without copying. Slot order is compact: slots ``[0, n)`` are in use, in the order the
+policy keeps them (sinks first, then time order for every shipped policy).
+
+Bookkeeping (frame ids, positions, tags) lives on the host as small integer tensors, so policies
+decide without device synchronisation; only K/V live on the compute device.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from deepforcing.model import Rope3D
+
+# Slot tags a policy may use to mark regions (diagnostics, protection from eviction).
+RECENT, SINK, COMPRESSED, ANCHOR = 0, 1, 2, 3
+TAG_NAMES = {RECENT: "recent", SINK: "sink", COMPRESSED: "compressed", ANCHOR: "anchor"}
+STALE = torch.iinfo(torch.long).min  # rot_t marker: the memo for this slot is invalid
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """Token geometry of one rollout, derived from the model config and the latent size."""
+
+    grid: tuple[int, int]  # (H', W') tokens per frame side
+    chunk_frames: int
+    num_frames: int
+    num_layers: int
+    num_heads: int
+    head_dim: int
+
+    @property
+    def tokens_per_frame(self) -> int:
+        return self.grid[0] * self.grid[1]
+
+    @property
+    def num_chunks(self) -> int:
+        return self.num_frames // self.chunk_frames
+
+
+class LayerKV:
+    def __init__(
+        self, batch: int, capacity: int, scratch: int, heads: int, head_dim: int, grid: tuple[int, int],
+        rope: Rope3D, dtype: torch.dtype, device: torch.device,
+    ):
+        total = capacity + scratch
+        shape = (batch, total, heads, head_dim)
+        self.capacity, self.scratch, self.grid, self.rope = capacity, scratch, grid, rope
+        self.k_raw = torch.zeros(shape, dtype=dtype, device=device)
+        self.k_rot = torch.zeros(shape, dtype=dtype, device=device)
+        self.v = torch.zeros(shape, dtype=dtype, device=device)
+        self.frame = torch.zeros(total, dtype=torch.long)  # absolute latent frame of each slot
+        self.h = torch.zeros(total, dtype=torch.long)
+        self.w = torch.zeros(total, dtype=torch.long)
+        self.tag = torch.zeros(total, dtype=torch.uint8)
+        self.rot_t = torch.full((total,), STALE, dtype=torch.long)
+        self.n = 0
+        self.pending = 0  # tokens written to the scratch by the forward in flight
+
+    # ---- reads -----------------------------------------------------------------------------
+    def frames(self) -> torch.Tensor:
+        """Distinct cached frame ids, in slot order of first appearance."""
+        f = self.frame[: self.n]
+        if f.numel() == 0:
+            return f
+        first = torch.ones_like(f, dtype=torch.bool)
+        first[1:] = f[1:] != f[:-1]
+        return f[first]
+
+    def rotated(self, slots: torch.Tensor | None, t: torch.Tensor) -> torch.Tensor:
+        """Keys of ``slots`` (None: all ``[0, n)``) rotated to temporal positions ``t`` (host, per slot)."""
+        idx = torch.arange(self.n) if slots is None else slots
+        changed = self.rot_t[idx] != t
+        stale = idx[changed]
+        if stale.numel():
+            t_stale = t[changed]
+            dev = self.k_raw.device
+            ang = self.rope.angles(t_stale.to(dev), self.h[stale].to(dev), self.w[stale].to(dev))
+            sd = stale.to(dev)
+            self.k_rot.index_copy_(1, sd, Rope3D.rotate(self.k_raw.index_select(1, sd), ang))
+            self.rot_t[stale] = t_stale
+        if slots is None:
+            return self.k_rot[:, : self.n]
+        return self.k_rot.index_select(1, slots.to(self.k_rot.device))
+
+    def values(self, slots: torch.Tensor | None) -> torch.Tensor:
+        if slots is None:
+            return self.v[:, : self.n]
+        return self.v.index_select(1, slots.to(self.v.device))
+
+    def window(self, slots: torch.Tensor | None, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Keys (rotated to ``t``) and values of ``slots`` followed by the staged tokens.
+
+        With ``slots=None`` this is one contiguous slice of the buffers, no copy.
+        """
+        end = self.n + self.pending
+        if slots is None:
+            self.rotated(None, t)
+            return self.k_rot[:, :end], self.v[:, :end]
+        k = torch.cat([self.rotated(slots, t), self.k_rot[:, self.n : end]], dim=1)
+        v = torch.cat([self.values(slots), self.v[:, self.n : end]], dim=1)
+        return k, v
+
+    def staged(self) -> slice:
+        return slice(self.n, self.n + self.pending)
+
+    # ---- the forward in flight -------------------------------------------------------------
+    def stage(self, k_raw: torch.Tensor, k_rot: torch.Tensor, v: torch.Tensor, frame: torch.Tensor,
+              t: torch.Tensor, h: torch.Tensor, w: torch.Tensor) -> None:
+        """Write the current forward's tokens into the scratch region after the committed slots."""
+        m = k_raw.shape[1]
+        if m > self.scratch:
+            raise ValueError(f"{m} tokens do not fit the {self.scratch}-token scratch region")
+        sl = slice(self.n, self.n + m)
+        self.k_raw[:, sl], self.k_rot[:, sl], self.v[:, sl] = k_raw, k_rot, v
+        self.frame[sl], self.h[sl], self.w[sl], self.rot_t[sl] = frame, h, w, t
+        self.tag[sl] = RECENT
+        self.pending = m
+
+    def commit(self, count: int | None = None, tag: int = RECENT) -> None:
+        """Turn the first ``count`` staged tokens (default: all) into cached slots."""
+        count = self.pending if count is None else count
+        if self.n + count > self.capacity:
+            raise RuntimeError(
+                f"cache overflow: {self.n} cached + {count} new tokens > capacity {self.capacity}; "
+                "the policy must evict before committing"
+            )
+        self.tag[self.n : self.n + count] = tag
+        self.n += count
+        self.pending = 0
+
+    # ---- membership ------------------------------------------------------------------------
+    def keep(self, slots: torch.Tensor) -> None:
+        """Keep only ``slots`` (host LongTensor, a subset of ``[0, n)``), compacted to the front in that order."""
+        m = slots.numel()
+        if m == self.n and torch.equal(slots, torch.arange(self.n)):
+            return
+        # Staged tokens of the forward in flight move along, right after the kept slots.
+        order = torch.cat([slots, torch.arange(self.n, self.n + self.pending)])
+        od = order.to(self.k_raw.device)
+        for buf in (self.k_raw, self.k_rot, self.v):
+            buf[:, : order.numel()] = buf.index_select(1, od)
+        for meta in (self.frame, self.h, self.w, self.tag, self.rot_t):
+            meta[: order.numel()] = meta[order]
+        self.n = m
+
+    def evict_frames(self, frames: torch.Tensor) -> None:
+        """Drop every slot whose frame id is in ``frames``."""
+        if frames.numel():
+            self.keep(torch.nonzero(~torch.isin(self.frame[: self.n], frames)).flatten())
+
+    def reset(self) -> None:
+        self.n = self.pending = 0
+        self.rot_t.fill_(STALE)
+        self.tag.zero_()
+
+    def nbytes(self) -> int:
+        return sum(b.numel() * b.element_size() for b in (self.k_raw, self.k_rot, self.v))
+
+
+class KVCache:
+    """All layers' caches for one rollout (reused across videos of the same geometry)."""
+
+    def __init__(self, geom: Geometry, capacity_frames: int, span_frames: int, batch: int,
+                 rope: Rope3D, dtype: torch.dtype, device: torch.device):
+        self.geom = geom
+        tpf = geom.tokens_per_frame
+        self.layers = [
+            LayerKV(batch, capacity_frames * tpf, span_frames * tpf, geom.num_heads, geom.head_dim,
+                    geom.grid, rope, dtype, device)
+            for _ in range(geom.num_layers)
+        ]
+        self.key = (geom, capacity_frames, span_frames, batch, dtype, str(device))
+
+    def reset(self) -> None:
+        for layer in self.layers:
+            layer.reset()
+
+    def nbytes(self) -> int:
+        return sum(layer.nbytes() for layer in self.layers)

@@ -1,0 +1,422 @@
+"""Causal Wan2.1 text-to-video backbone, in one file.
+
+The module and parameter names are Wan's own (``blocks.{i}.self_attn.q``, ``blocks.{i}.norm3``,
+``head.modulation`` ...), so the original checkpoints load without renaming. Every size comes from
+:class:`ModelConfig`; tokens per frame follow from the latent size and the patch.
+
+The backbone knows nothing about KV caches. Each block's self-attention computes its raw
+(RMS-normed, un-rotated) queries and keys and hands them to an ``attn`` object supplied by the
+caller, which rotates them, gathers context and attends. The engine passes a cache-backed object
+(:mod:`deepforcing.engine`); tests pass :class:`MaskedAttention` for a full-sequence forward.
+
+Shapes: ``x`` is ``[B, F, C, H, W]`` (frames before channels, as the causal pipelines keep latents),
+``t`` is ``[B, F]`` (one diffusion timestep per frame).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, fields
+from typing import Protocol
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from deepforcing.errors import ConfigError
+
+# ----------------------------------------------------------------------------------------------
+# Configuration
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    dim: int = 1536
+    ffn_dim: int = 8960
+    freq_dim: int = 256
+    num_heads: int = 12
+    num_layers: int = 30
+    in_dim: int = 16
+    out_dim: int = 16
+    text_dim: int = 4096
+    text_len: int = 512
+    patch_size: tuple[int, int, int] = (1, 2, 2)
+    eps: float = 1e-6
+    rope_theta: float = 10000.0
+    # Latent geometry the preset is used with (480x832 video -> 60x104 latents, 4x temporal VAE).
+    latent_hw: tuple[int, int] = (60, 104)
+    vae_stride: tuple[int, int, int] = (4, 8, 8)
+    name: str = field(default="custom", compare=False)
+
+    def __post_init__(self):
+        if self.dim % self.num_heads:
+            raise ConfigError(f"dim {self.dim} is not divisible by num_heads {self.num_heads}")
+        if self.head_dim % 2:
+            raise ConfigError(f"head_dim {self.head_dim} must be even for RoPE")
+        self.check_latent_hw(self.latent_hw)
+
+    @property
+    def head_dim(self) -> int:
+        return self.dim // self.num_heads
+
+    @property
+    def rope_split(self) -> tuple[int, int, int]:
+        """Real widths of the temporal, height and width RoPE bands (Wan: d-4[d/6], 2[d/6], 2[d/6])."""
+        d = self.head_dim
+        return (d - 4 * (d // 6), 2 * (d // 6), 2 * (d // 6))
+
+    def grid(self, latent_hw: tuple[int, int] | None = None) -> tuple[int, int]:
+        h, w = self.check_latent_hw(latent_hw or self.latent_hw)
+        return h // self.patch_size[1], w // self.patch_size[2]
+
+    def tokens_per_frame(self, latent_hw: tuple[int, int] | None = None) -> int:
+        gh, gw = self.grid(latent_hw)
+        return gh * gw
+
+    def check_latent_hw(self, latent_hw: tuple[int, int]) -> tuple[int, int]:
+        h, w = latent_hw
+        ph, pw = self.patch_size[1:]
+        if h <= 0 or w <= 0 or h % ph or w % pw:
+            raise ConfigError(
+                f"latent size {h}x{w} is not divisible by the patch {ph}x{pw}: choose a video size "
+                f"whose latent (pixels / {self.vae_stride[1]}) is a multiple of the patch, "
+                f"e.g. {self.vae_stride[1] * ph * max(1, h // ph)}x{self.vae_stride[2] * pw * max(1, w // pw)} px"
+            )
+        return h, w
+
+    @classmethod
+    def from_dict(cls, d: dict) -> ModelConfig:
+        """Build from a Wan ``config.json`` dict (unknown keys such as ``_class_name`` are ignored)."""
+        known = {f.name for f in fields(cls)}
+        kw = {k: (tuple(v) if isinstance(v, list) else v) for k, v in d.items() if k in known}
+        if d.get("model_type", "t2v") != "t2v":
+            raise ConfigError(f"model_type {d.get('model_type')!r} is not supported: only Wan t2v models are")
+        return cls(**kw)
+
+
+def wan21_t2v_1_3b() -> ModelConfig:
+    """Wan2.1-T2V-1.3B (Self-Forcing, Causal Forcing, LongLive, Rolling Forcing, CausVid)."""
+    return ModelConfig(name="wan21_t2v_1_3b")
+
+
+def tiny() -> ModelConfig:
+    """A random-weights copy of the architecture small enough for CPU tests (12 tokens per frame)."""
+    return ModelConfig(
+        dim=64, ffn_dim=128, freq_dim=32, num_heads=2, num_layers=2, text_dim=32, text_len=16,
+        latent_hw=(6, 8), name="tiny",
+    )
+
+
+PRESETS = {"wan21_t2v_1_3b": wan21_t2v_1_3b, "tiny": tiny}
+
+
+def preset(name: str) -> ModelConfig:
+    if name not in PRESETS:
+        raise ConfigError(f"unknown model preset {name!r}; known presets: {', '.join(sorted(PRESETS))}")
+    return PRESETS[name]()
+
+
+# ----------------------------------------------------------------------------------------------
+# 3-D rotary position embedding
+
+
+class Rope3D:
+    """Wan's 3-D RoPE over interleaved pairs (x[2i], x[2i+1]), computed from positions.
+
+    The head vector is split into a temporal, a height and a width band (``ModelConfig.rope_split``).
+    Angles are ``position * theta**(-2j/band_width)`` in float64, as the reference builds its table,
+    but without a table: any position works. ``max_pos`` reproduces the reference's 1024-row table
+    limit (positions outside ``[0, max_pos)`` raise).
+    """
+
+    def __init__(self, cfg: ModelConfig, max_pos: int | None = None):
+        self.split = cfg.rope_split
+        self.max_pos = max_pos
+        theta = cfg.rope_theta
+        self.inv = [
+            1.0 / torch.pow(theta, torch.arange(0, d, 2, dtype=torch.float64).div(d)) for d in self.split
+        ]
+        self.pairs = cfg.head_dim // 2
+        self._device_inv: dict[torch.device, list[torch.Tensor]] = {}
+
+    def _inv(self, device: torch.device) -> list[torch.Tensor]:
+        if device not in self._device_inv:
+            self._device_inv[device] = [f.to(device) for f in self.inv]
+        return self._device_inv[device]
+
+    def angles(self, t: torch.Tensor, h: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        """Angles ``[N, head_dim/2]`` (float64) for tokens at temporal ``t``, height ``h``, width ``w``."""
+        if self.max_pos is not None and t.numel():
+            lo, hi = int(t.min()), int(t.max())
+            if lo < 0 or hi >= self.max_pos:
+                raise ConfigError(
+                    f"temporal RoPE position {lo if lo < 0 else hi} is outside the reference table "
+                    f"[0, {self.max_pos}); disable the reference position limit (rope_max_pos=None) "
+                    f"or generate fewer frames"
+                )
+        inv_t, inv_h, inv_w = self._inv(t.device)
+        return torch.cat(
+            [
+                torch.outer(t.to(torch.float64), inv_t),
+                torch.outer(h.to(torch.float64), inv_h),
+                torch.outer(w.to(torch.float64), inv_w),
+            ],
+            dim=1,
+        )
+
+    @staticmethod
+    def rotate(x: torch.Tensor, angles: torch.Tensor) -> torch.Tensor:
+        """Rotate ``x [B, N, H, D]`` by ``angles [N, D/2]`` in float64; returns ``x``'s dtype."""
+        xd = x.to(torch.float64).unflatten(-1, (-1, 2))
+        x0, x1 = xd[..., 0], xd[..., 1]
+        cos = angles.cos()[None, :, None, :]
+        sin = angles.sin()[None, :, None, :]
+        out = torch.stack([x0 * cos - x1 * sin, x0 * sin + x1 * cos], dim=-1)
+        return out.flatten(-2).to(x.dtype)
+
+    def apply(self, x: torch.Tensor, t: torch.Tensor, h: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        """Rotate tokens ``x [B, N, H, D]`` to positions ``(t, h, w)``, each ``[N]``."""
+        return self.rotate(x, self.angles(t, h, w))
+
+    def rotate_temporal(self, x: torch.Tensor, delta: torch.Tensor | float) -> torch.Tensor:
+        """Shift the temporal phase of already-rotated tokens ``x [B, N, H, D]`` by ``delta`` frames.
+
+        Only the temporal pairs change; spatial bands are untouched. ``delta`` is a scalar or ``[N]``.
+        """
+        n = x.shape[1]
+        delta = torch.as_tensor(delta, dtype=torch.float64, device=x.device).expand(n)
+        zero = torch.zeros(n, dtype=torch.float64, device=x.device)
+        return self.rotate(x, self.angles(delta, zero, zero))
+
+
+# ----------------------------------------------------------------------------------------------
+# Attention interfaces
+
+
+class SelfAttentionFn(Protocol):
+    """Called by every block with raw (un-rotated) q, k and v ``[B, L, H, D]``; returns ``[B, L, H, D]``."""
+
+    def __call__(self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor: ...
+
+
+def sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Softmax attention on ``[B, L, H, D]`` tensors, scale 1/sqrt(D)."""
+    out = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), attn_mask=mask)
+    return out.transpose(1, 2)
+
+
+@dataclass
+class TokenPositions:
+    """Per-token (t, h, w) positions of a set of frames, flattened frame-major then h then w."""
+
+    t: torch.Tensor
+    h: torch.Tensor
+    w: torch.Tensor
+
+    @staticmethod
+    def of_frames(frame_pos: torch.Tensor, grid: tuple[int, int]) -> TokenPositions:
+        gh, gw = grid
+        fs = gh * gw
+        dev = frame_pos.device
+        hw = torch.arange(fs, device=dev)
+        return TokenPositions(
+            t=frame_pos.repeat_interleave(fs),
+            h=(hw // gw).repeat(len(frame_pos)),
+            w=(hw % gw).repeat(len(frame_pos)),
+        )
+
+
+class MaskedAttention:
+    """Full-sequence self-attention with RoPE at given positions and an optional boolean mask.
+
+    This is the reference path the cached engine is tested against (``mask[i, j]`` = query i may
+    attend to key j).
+    """
+
+    def __init__(self, rope: Rope3D, pos: TokenPositions, mask: torch.Tensor | None = None):
+        self.rope, self.pos, self.mask = rope, pos, mask
+        self.angles = rope.angles(pos.t, pos.h, pos.w)
+
+    def __call__(self, layer: int, q, k, v):
+        q = Rope3D.rotate(q, self.angles)
+        k = Rope3D.rotate(k, self.angles)
+        return sdpa(q, k, v, self.mask)
+
+
+# ----------------------------------------------------------------------------------------------
+# Layers
+
+
+class WanRMSNorm(nn.Module):
+    def __init__(self, dim: int, eps: float):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x):
+        xf = x.float()
+        return (xf * torch.rsqrt(xf.pow(2).mean(dim=-1, keepdim=True) + self.eps)).type_as(x) * self.weight
+
+
+class WanLayerNorm(nn.LayerNorm):
+    def __init__(self, dim: int, eps: float, elementwise_affine: bool = False):
+        super().__init__(dim, eps=eps, elementwise_affine=elementwise_affine)
+
+    def forward(self, x):
+        return super().forward(x.float()).type_as(x)
+
+
+def sinusoidal_embedding(dim: int, t: torch.Tensor) -> torch.Tensor:
+    """Wan's timestep sinusoid: ``[cos, sin](t * 10000^(-i/half))`` in float64, ``[N, dim]``."""
+    half = dim // 2
+    t = t.to(torch.float64)
+    arg = torch.outer(t, torch.pow(10000, -torch.arange(half, dtype=torch.float64, device=t.device).div(half)))
+    return torch.cat([torch.cos(arg), torch.sin(arg)], dim=1)
+
+
+class SelfAttention(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.num_heads, self.head_dim = cfg.num_heads, cfg.head_dim
+        self.q = nn.Linear(cfg.dim, cfg.dim)
+        self.k = nn.Linear(cfg.dim, cfg.dim)
+        self.v = nn.Linear(cfg.dim, cfg.dim)
+        self.o = nn.Linear(cfg.dim, cfg.dim)
+        self.norm_q = WanRMSNorm(cfg.dim, cfg.eps)  # over the full width, before the head split
+        self.norm_k = WanRMSNorm(cfg.dim, cfg.eps)
+
+    def forward(self, x: torch.Tensor, layer: int, attn: SelfAttentionFn) -> torch.Tensor:
+        b, n, _ = x.shape
+        heads = (b, n, self.num_heads, self.head_dim)
+        q = self.norm_q(self.q(x)).view(heads)
+        k = self.norm_k(self.k(x)).view(heads)
+        v = self.v(x).view(heads)
+        return self.o(attn(layer, q, k, v).flatten(2))
+
+
+class CrossAttention(nn.Module):
+    """Text cross-attention; the text keys/values come from :meth:`text_kv` once per prompt."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.num_heads, self.head_dim = cfg.num_heads, cfg.head_dim
+        self.q = nn.Linear(cfg.dim, cfg.dim)
+        self.k = nn.Linear(cfg.dim, cfg.dim)
+        self.v = nn.Linear(cfg.dim, cfg.dim)
+        self.o = nn.Linear(cfg.dim, cfg.dim)
+        self.norm_q = WanRMSNorm(cfg.dim, cfg.eps)
+        self.norm_k = WanRMSNorm(cfg.dim, cfg.eps)
+
+    def text_kv(self, context: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        b, n, _ = context.shape
+        heads = (b, n, self.num_heads, self.head_dim)
+        return self.norm_k(self.k(context)).view(heads), self.v(context).view(heads)
+
+    def forward(self, x: torch.Tensor, kv: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        b, n, _ = x.shape
+        q = self.norm_q(self.q(x)).view(b, n, self.num_heads, self.head_dim)
+        k, v = kv
+        if k.shape[0] != b:  # one prompt shared by the batch
+            k, v = k.expand(b, -1, -1, -1), v.expand(b, -1, -1, -1)
+        return self.o(sdpa(q, k, v).flatten(2))
+
+
+class AttentionBlock(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.norm1 = WanLayerNorm(cfg.dim, cfg.eps)
+        self.self_attn = SelfAttention(cfg)
+        self.norm3 = WanLayerNorm(cfg.dim, cfg.eps, elementwise_affine=True)
+        self.cross_attn = CrossAttention(cfg)
+        self.norm2 = WanLayerNorm(cfg.dim, cfg.eps)
+        self.ffn = nn.Sequential(
+            nn.Linear(cfg.dim, cfg.ffn_dim), nn.GELU(approximate="tanh"), nn.Linear(cfg.ffn_dim, cfg.dim)
+        )
+        self.modulation = nn.Parameter(torch.randn(1, 6, cfg.dim) / cfg.dim**0.5)
+
+    def forward(self, x, e0, text_kv, layer: int, attn: SelfAttentionFn):
+        # x [B, F*S, dim]; e0 [B, F, 6, dim]: one modulation per frame, broadcast over its tokens.
+        b, f = e0.shape[:2]
+        shift1, scale1, gate1, shift2, scale2, gate2 = (self.modulation.unsqueeze(1) + e0).chunk(6, dim=2)
+
+        def per_frame(y):  # [B, F*S, dim] <-> [B, F, S, dim]
+            return y.unflatten(1, (f, -1))
+
+        y = self.self_attn((per_frame(self.norm1(x)) * (1 + scale1) + shift1).flatten(1, 2), layer, attn)
+        x = x + (per_frame(y) * gate1).flatten(1, 2)
+        x = x + self.cross_attn(self.norm3(x), text_kv)
+        y = self.ffn((per_frame(self.norm2(x)) * (1 + scale2) + shift2).flatten(1, 2))
+        return x + (per_frame(y) * gate2).flatten(1, 2)
+
+
+class Head(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.norm = WanLayerNorm(cfg.dim, cfg.eps)
+        self.head = nn.Linear(cfg.dim, cfg.out_dim * math.prod(cfg.patch_size))
+        self.modulation = nn.Parameter(torch.randn(1, 2, cfg.dim) / cfg.dim**0.5)
+
+    def forward(self, x, e):
+        # e [B, F, dim] (the time embedding, not its projection)
+        f = e.shape[1]
+        shift, scale = (self.modulation.unsqueeze(1) + e.unsqueeze(2)).chunk(2, dim=2)
+        return self.head(self.norm(x).unflatten(1, (f, -1)) * (1 + scale) + shift)
+
+
+@dataclass
+class TextState:
+    """A prompt's cross-attention keys and values for every block, computed once per prompt."""
+
+    kv: list[tuple[torch.Tensor, torch.Tensor]]
+
+
+class CausalWan(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.patch_embedding = nn.Conv3d(cfg.in_dim, cfg.dim, kernel_size=cfg.patch_size, stride=cfg.patch_size)
+        self.text_embedding = nn.Sequential(
+            nn.Linear(cfg.text_dim, cfg.dim), nn.GELU(approximate="tanh"), nn.Linear(cfg.dim, cfg.dim)
+        )
+        self.time_embedding = nn.Sequential(nn.Linear(cfg.freq_dim, cfg.dim), nn.SiLU(), nn.Linear(cfg.dim, cfg.dim))
+        self.time_projection = nn.Sequential(nn.SiLU(), nn.Linear(cfg.dim, cfg.dim * 6))
+        self.blocks = nn.ModuleList([AttentionBlock(cfg) for _ in range(cfg.num_layers)])
+        self.head = Head(cfg)
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.patch_embedding.weight.dtype
+
+    @property
+    def device(self) -> torch.device:
+        return self.patch_embedding.weight.device
+
+    def text_state(self, context: torch.Tensor) -> TextState:
+        """``context [B, text_len, text_dim]`` (padding already zeroed) -> per-block text K/V."""
+        if context.shape[-2:] != (self.cfg.text_len, self.cfg.text_dim):
+            raise ConfigError(
+                f"text context has shape {tuple(context.shape)}, expected [B, {self.cfg.text_len}, "
+                f"{self.cfg.text_dim}] for this model"
+            )
+        ctx = self.text_embedding(context.to(self.dtype))
+        return TextState([blk.cross_attn.text_kv(ctx) for blk in self.blocks])
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor, text: TextState, attn: SelfAttentionFn) -> torch.Tensor:
+        """``x [B, F, C, H, W]`` at per-frame timesteps ``t [B, F]`` -> flow prediction, same shape."""
+        b, f, _, h, w = x.shape
+        pt, ph, pw = self.cfg.patch_size
+        tokens = self.patch_embedding(x.transpose(1, 2).to(self.dtype))  # [B, dim, F, H/ph, W/pw]
+        gf, gh, gw = tokens.shape[2:]
+        tokens = tokens.flatten(2).transpose(1, 2)  # [B, F*S, dim], frame-major then h then w
+
+        e = self.time_embedding(sinusoidal_embedding(self.cfg.freq_dim, t.flatten()).to(tokens.dtype))
+        e0 = self.time_projection(e).unflatten(1, (6, self.cfg.dim)).unflatten(0, (b, f))  # [B, F, 6, dim]
+        for i, block in enumerate(self.blocks):
+            tokens = block(tokens, e0, text.kv[i], i, attn)
+        out = self.head(tokens, e.unflatten(0, (b, f)))  # [B, F, S, prod(patch)*C]
+
+        # Unpatchify: each token's outputs are ordered (pt, ph, pw, c), c fastest.
+        c = self.cfg.out_dim
+        out = out.reshape(b, gf, gh, gw, pt, ph, pw, c)
+        out = out.permute(0, 1, 4, 7, 2, 5, 3, 6)  # b, f, pt, c, h, ph, w, pw
+        return out.reshape(b, gf * pt, c, gh * ph, gw * pw)

@@ -1,0 +1,15 @@
+"""KV-cache policies, one small file each, behind :class:`~deepforcing.policies.base.CachePolicy`.
+
+``POLICIES`` is a lazy registry: a name maps to its class without importing it.
+"""
+
+from deepforcing.registry import Registry
+
+POLICIES = Registry("cache policy")
+POLICIES.register("full_cache", "deepforcing.policies.full_cache:FullCache")
+POLICIES.register("rolling_window", "deepforcing.policies.rolling_window:RollingWindow")
+
+
+def build_policy(name: str, **kwargs):
+    """Instantiate the policy ``name`` with its keyword arguments."""
+    return POLICIES.get(name)(**kwargs)

@@ -1,0 +1,149 @@
+"""The cache/policy seam.
+
+The engine runs the model; a policy decides what the KV cache holds and how it is read:
+
+- ``capacity_frames(geom)``: how many committed frames the per-layer buffers must hold;
+- ``begin_chunk(cache, span)``: membership changes before a chunk is denoised (eviction);
+- ``query_positions(span, phase)``: temporal positions of the query frames (``None``: absolute);
+- ``context(layer, kv, step)``: called in every layer of every forward, after the forward's own
+  tokens are staged in the cache and before attention. Returns which cached slots the queries
+  read and at which temporal positions. It may also record what it needs (recent queries) and
+  change membership (compression at the first denoising step);
+- ``commit(layer, kv, step)``: after attention in the commit pass; default stores the whole span.
+
+The engine never knows which policy runs. One policy object serves one rollout at a time and is
+``reset`` for every video.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from deepforcing.cache import TAG_NAMES, Geometry, KVCache, LayerKV
+from deepforcing.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class FrameSpan:
+    """The latent frames of the forward in flight: ``[start, start + frames)``."""
+
+    start: int
+    frames: int
+
+    @property
+    def stop(self) -> int:
+        return self.start + self.frames
+
+    def ids(self) -> torch.Tensor:
+        return torch.arange(self.start, self.stop)
+
+
+@dataclass(frozen=True)
+class Phase:
+    """``denoise`` (step index, timestep), ``commit`` (the clean pass that writes the cache) or ``recache``."""
+
+    kind: str
+    step: int = 0
+    t: float = 0.0
+
+    @property
+    def is_commit(self) -> bool:
+        return self.kind == "commit"
+
+    @property
+    def first_step(self) -> bool:
+        return self.kind == "denoise" and self.step == 0
+
+
+@dataclass
+class Step:
+    """What a policy sees of the forward in flight, in one layer."""
+
+    span: FrameSpan
+    phase: Phase
+    q: torch.Tensor  # queries rotated to their positions, [B, L, H, D]
+    q_time: torch.Tensor  # temporal position of each query frame (host), [frames]
+
+
+@dataclass
+class Context:
+    """Which cached slots a forward reads (``None``: all, in slot order) and their temporal positions
+    (``None``: each slot's absolute frame)."""
+
+    slots: torch.Tensor | None = None
+    k_time: torch.Tensor | None = None
+
+
+class CachePolicy:
+    name = "base"
+
+    def __init__(self):
+        self.geom: Geometry | None = None
+        self.log: list[dict[str, Any]] = []
+
+    # --- configuration ---------------------------------------------------------------------
+    def capacity_frames(self, geom: Geometry) -> int:
+        raise NotImplementedError
+
+    def validate(self, geom: Geometry) -> None:
+        """Raise ConfigError if this policy cannot run the rollout ``geom`` describes."""
+        if self.capacity_frames(geom) < geom.chunk_frames:
+            raise ConfigError(f"{self.name}: the cache must hold at least one chunk ({geom.chunk_frames} frames)")
+
+    def reset(self, geom: Geometry) -> None:
+        self.validate(geom)
+        self.geom = geom
+        self.log = []
+
+    # --- hooks -----------------------------------------------------------------------------
+    def begin_chunk(self, cache: KVCache, span: FrameSpan) -> None:
+        pass
+
+    def query_positions(self, span: FrameSpan, phase: Phase) -> torch.Tensor | None:
+        return None
+
+    def context(self, layer: int, kv: LayerKV, step: Step) -> Context:
+        return Context()
+
+    def commit(self, layer: int, kv: LayerKV, step: Step) -> None:
+        kv.commit()
+
+    def end_chunk(self, cache: KVCache, span: FrameSpan) -> None:
+        self.log.append(self.diagnostics(cache, span))
+
+    # --- reporting -------------------------------------------------------------------------
+    def diagnostics(self, cache: KVCache, span: FrameSpan) -> dict[str, Any]:
+        """Per-chunk facts about layer 0's cache after the commit (all shipped policies so far
+        decide identically in every layer)."""
+        kv = cache.layers[0]
+        tpf = cache.geom.tokens_per_frame
+        tags = kv.tag[: kv.n]
+        return {
+            "chunk_start": span.start,
+            "cache_tokens": kv.n,
+            "cache_frames": kv.n / tpf,
+            "frames": kv.frames().tolist(),
+            **{f"tokens_{name}": int((tags == tag).sum()) for tag, name in TAG_NAMES.items()},
+        }
+
+    def describe(self) -> dict[str, Any]:
+        return {"policy": self.name, **{k: v for k, v in vars(self).items() if k not in ("geom", "log")}}
+
+
+def evict_oldest(cache: KVCache, span: FrameSpan, window: int, protected: int = 0) -> torch.Tensor:
+    """Evict the oldest non-protected frames so that cached + span frames fit in ``window``.
+
+    The first ``protected`` cached frames (a sink) are never evicted. Every layer holds the same
+    frames, so the decision is made once. Returns the evicted frame ids.
+    """
+    frames = cache.layers[0].frames()
+    excess = len(frames) + span.frames - window
+    if excess <= 0:
+        return frames[:0]
+    evict = frames[protected : protected + excess]
+    for kv in cache.layers:
+        kv.evict_frames(evict)
+    return evict

@@ -66,6 +66,7 @@ class LayerKV:
         self.w = torch.zeros(total, dtype=torch.long)
         self.tag = torch.zeros(total, dtype=torch.uint8)
         self.rot_t = torch.full((total,), STALE, dtype=torch.long)
+        self.aux: dict[str, torch.Tensor] = {}  # per-slot policy state (e.g. reuse counters), moved by keep()
         self.n = 0
         self.pending = 0  # tokens written to the scratch by the forward in flight
 
@@ -100,18 +101,24 @@ class LayerKV:
             return self.v[:, : self.n]
         return self.v.index_select(1, slots.to(self.v.device))
 
-    def window(self, slots: torch.Tensor | None, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Keys (rotated to ``t``) and values of ``slots`` followed by the staged tokens.
+    def window(self, slots: torch.Tensor | None, t: torch.Tensor, own: torch.Tensor | None = None
+               ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Keys (rotated to ``t``) and values of ``slots``, followed by the staged tokens ``own``
+        (indices into the staged region; None: all of them).
 
-        With ``slots=None`` this is one contiguous slice of the buffers, no copy.
+        With ``slots=None`` and ``own=None`` this is one contiguous slice of the buffers, no copy.
         """
         end = self.n + self.pending
-        if slots is None:
+        if slots is None and own is None:
             self.rotated(None, t)
             return self.k_rot[:, :end], self.v[:, :end]
-        k = torch.cat([self.rotated(slots, t), self.k_rot[:, self.n : end]], dim=1)
-        v = torch.cat([self.values(slots), self.v[:, self.n : end]], dim=1)
-        return k, v
+        k_ctx, v_ctx = self.rotated(slots, t), self.values(slots)
+        if own is None:
+            k_own, v_own = self.k_rot[:, self.n : end], self.v[:, self.n : end]
+        else:
+            od = (own + self.n).to(self.k_rot.device)
+            k_own, v_own = self.k_rot.index_select(1, od), self.v.index_select(1, od)
+        return torch.cat([k_ctx, k_own], dim=1), torch.cat([v_ctx, v_own], dim=1)
 
     def staged(self) -> slice:
         return slice(self.n, self.n + self.pending)
@@ -127,7 +134,26 @@ class LayerKV:
         self.k_raw[:, sl], self.k_rot[:, sl], self.v[:, sl] = k_raw, k_rot, v
         self.frame[sl], self.h[sl], self.w[sl], self.rot_t[sl] = frame, h, w, t
         self.tag[sl] = RECENT
+        for a in self.aux.values():
+            a[sl] = 0
         self.pending = m
+
+    def register_aux(self, name: str, dtype: torch.dtype = torch.long, device: torch.device | str = "cpu"
+                     ) -> torch.Tensor:
+        """A per-slot array a policy keeps beside the cache; zeroed for new tokens, permuted by keep()."""
+        if name not in self.aux:
+            self.aux[name] = torch.zeros(self.frame.numel(), dtype=dtype, device=device)
+        return self.aux[name]
+
+    def shift_rotation(self, slots: torch.Tensor, delta: int) -> None:
+        """Rotate the stored rotated keys of ``slots`` by ``delta`` temporal positions in place, in the
+        cache dtype, and record their new position. This is the incremental (lossy) re-alignment of
+        caches that store rotated keys; the exact alternative is to read the slots at a new position."""
+        if not slots.numel() or delta == 0:
+            return
+        sd = slots.to(self.k_rot.device)
+        self.k_rot.index_copy_(1, sd, self.rope.rotate_temporal(self.k_rot.index_select(1, sd), float(delta)))
+        self.rot_t[slots] += delta
 
     def commit(self, count: int | None = None, tag: int = RECENT) -> None:
         """Turn the first ``count`` staged tokens (default: all) into cached slots."""
@@ -154,6 +180,8 @@ class LayerKV:
             buf[:, : order.numel()] = buf.index_select(1, od)
         for meta in (self.frame, self.h, self.w, self.tag, self.rot_t):
             meta[: order.numel()] = meta[order]
+        for a in self.aux.values():
+            a[: order.numel()] = a[order.to(a.device)]
         self.n = m
 
     def evict_frames(self, frames: torch.Tensor) -> None:
@@ -165,6 +193,7 @@ class LayerKV:
         self.n = self.pending = 0
         self.rot_t.fill_(STALE)
         self.tag.zero_()
+        self.aux.clear()
 
     def nbytes(self) -> int:
         return sum(b.numel() * b.element_size() for b in (self.k_raw, self.k_rot, self.v))

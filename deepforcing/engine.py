@@ -19,8 +19,9 @@ import torch
 from deepforcing.attention import attend, resolve_backend
 from deepforcing.cache import Geometry, KVCache
 from deepforcing.errors import ConfigError
-from deepforcing.model import CausalWan, Rope3D, TextState, TokenPositions
-from deepforcing.policies.base import CachePolicy, FrameSpan, Phase, Step
+from deepforcing.model import CausalWan, Rope3D, TextState, TokenPositions, sdpa
+from deepforcing.policies.base import CachePolicy, FrameSpan, Phase, PromptSwitch, Step
+from deepforcing.registry import Registry
 from deepforcing.scheduler import FlowMatch
 
 RNG_MODES = ("reference", "per_chunk")
@@ -40,6 +41,7 @@ class RolloutConfig:
     batch: int = 1
     rope_max_pos: int | None = None  # 1024 reproduces the reference RoPE table limit
     attn_backend: str = "auto"
+    rollout: str = "block"  # "block" (chunk by chunk) or "rolling" (Rolling Forcing's joint window)
 
     def validate(self) -> None:
         if self.chunk_frames <= 0:
@@ -55,6 +57,13 @@ class RolloutConfig:
             raise ConfigError("the denoising step list is empty")
         if self.batch <= 0:
             raise ConfigError(f"batch must be positive, got {self.batch}")
+
+
+def per_frame(t: float | torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """Timestep(s) as a float32 ``[B, F]`` host tensor for latents ``x [B, F, ...]``."""
+    if torch.is_tensor(t) and t.dim() > 0:
+        return t.to("cpu", torch.float32).expand(x.shape[:2])
+    return torch.full(x.shape[:2], float(t), dtype=torch.float32)
 
 
 class NoiseSource:
@@ -143,9 +152,12 @@ class CachedAttention:
         ctx = self.policy.context(layer, kv, step)
         slots = ctx.slots
         k_time = ctx.k_time if ctx.k_time is not None else (kv.frame[: kv.n] if slots is None else kv.frame[slots])
-        keys, values = kv.window(slots, k_time)
-        out = attend(q, keys, values, self.backend)
-        if self.phase.is_commit:
+        keys, values = kv.window(slots, k_time, ctx.own)
+        if ctx.mask is not None:
+            out = sdpa(q, keys, values, ctx.mask.to(q.device)[None, :, None, :])
+        else:
+            out = attend(q, keys, values, self.backend)
+        if self.phase.writes:
             self.policy.commit(layer, kv, step)
         kv.pending = 0
         return out
@@ -179,56 +191,112 @@ class Engine:
         return self._cache
 
     @torch.no_grad()
-    def forward(self, x, t: float, text: TextState, cache: KVCache, policy: CachePolicy,
-                span: FrameSpan, phase: Phase) -> torch.Tensor:
-        tt = torch.full(x.shape[:2], t, dtype=torch.float32)
+    def forward(self, x: torch.Tensor, t: float | torch.Tensor, text: TextState, cache: KVCache,
+                policy: CachePolicy, span: FrameSpan, phase: Phase) -> torch.Tensor:
+        """One model call over the frames ``span`` (``x [B, F, C, H, W]``) at timestep ``t`` (a scalar or
+        one per frame ``[B, F]``) with the policy's view of the cache."""
+        tt = per_frame(t, x)
         attn = CachedAttention(self, cache, policy, span, phase)
         return self.model(x, tt.to(x.device), text, attn)
 
     @torch.no_grad()
     def generate(
         self,
-        text: TextState,
+        text: TextState | PromptSchedule,
         policy: CachePolicy,
         rc: RolloutConfig,
         callback: Callable[[ChunkEvent], None] | None = None,
         trace: Callable[[ForwardRecord], None] | None = None,
     ) -> torch.Tensor:
-        """Generate ``rc.num_frames`` latent frames ``[B, F, C, H, W]`` for one prompt."""
+        """Generate ``rc.num_frames`` latent frames ``[B, F, C, H, W]`` for one prompt (or a schedule)."""
         geom = self.geometry(rc)
-        if rc.rope_max_pos is not None and rc.rope_max_pos != self.rope.max_pos:
+        schedule = text if isinstance(text, PromptSchedule) else PromptSchedule([(0, text)])
+        schedule.validate(rc.num_frames)
+        if rc.rope_max_pos != self.rope.max_pos:
             self.rope = Rope3D(self.cfg, max_pos=rc.rope_max_pos)
+        rollout = ROLLOUTS.get(rc.rollout)(self, policy, rc, geom)
         policy.reset(geom)
-        sched = FlowMatch(shift=rc.shift)
-        steps = sched.step_list(rc.steps, warp=rc.warp)
         h, w = rc.latent_hw or self.cfg.latent_hw
         shape = (rc.batch, rc.num_frames, self.cfg.in_dim, h, w)
         noise = NoiseSource(rc.rng, rc.seed, shape, rc.chunk_frames, self.model.dtype, self.model.device)
-        cache = self._kv_cache(geom, policy, rc.chunk_frames, rc.batch)
+        cache = self._kv_cache(geom, policy, rollout.span_frames, rc.batch)
         out = torch.empty(shape, dtype=self.model.dtype, device=self.model.device)
+        return rollout.run(schedule, cache, noise, out, callback, trace)
 
-        def run(x, t, span, phase):
-            flow = self.forward(x, t, text, cache, policy, span, phase)
-            if trace is not None:
-                trace(ForwardRecord(span, phase, x, torch.full(x.shape[:2], t), flow))
-            return flow
 
-        for c in range(geom.num_chunks):
+class PromptSchedule:
+    """Prompts by latent frame: ``[(0, text_a), (40, text_b), ...]``; a switch takes effect at the first
+    chunk starting at or after its frame."""
+
+    def __init__(self, segments: list[tuple[int, TextState]]):
+        self.segments = sorted(segments, key=lambda s: s[0])
+
+    def validate(self, num_frames: int) -> None:
+        starts = [s for s, _ in self.segments]
+        if not starts or starts[0] != 0:
+            raise ConfigError("a prompt schedule must start at frame 0")
+        if len(set(starts)) != len(starts) or starts[-1] >= num_frames:
+            raise ConfigError(f"prompt switch frames {starts} must be distinct and below num_frames={num_frames}")
+
+    def at(self, frame: int) -> tuple[int, TextState]:
+        """(segment index, text) in force for a chunk starting at ``frame``."""
+        idx = max(i for i, (s, _) in enumerate(self.segments) if s <= frame)
+        return idx, self.segments[idx][1]
+
+
+class BlockRollout:
+    """Self-Forcing's chunk-wise rollout (also LongLive's and Deep Forcing's)."""
+
+    def __init__(self, engine: Engine, policy: CachePolicy, rc: RolloutConfig, geom: Geometry):
+        self.engine, self.policy, self.rc, self.geom = engine, policy, rc, geom
+        self.span_frames = max(rc.chunk_frames, policy.max_recache_frames(geom))
+        self.sched = FlowMatch(shift=rc.shift)
+        self.steps = self.sched.step_list(rc.steps, warp=rc.warp)
+
+    def call(self, x, t, text, span, phase):
+        flow = self.engine.forward(x, t, text, self.cache, self.policy, span, phase)
+        if self.trace is not None:
+            self.trace(ForwardRecord(span, phase, x, per_frame(t, x), flow))
+        return flow
+
+    def run(self, schedule: PromptSchedule, cache: KVCache, noise: NoiseSource, out: torch.Tensor,
+            callback, trace) -> torch.Tensor:
+        self.cache, self.trace = cache, trace
+        rc, policy, sched, steps = self.rc, self.policy, self.sched, self.steps
+        segment = 0
+        for c in range(self.geom.num_chunks):
             tic = time.perf_counter()
             span = FrameSpan(c * rc.chunk_frames, rc.chunk_frames)
+            seg, text = schedule.at(span.start)
+            if seg != segment:
+                segment = seg
+                policy.on_prompt_switch(self._switch(span, text, out))
             policy.begin_chunk(cache, span)
             x = noise.initial(c)
             for i, t in enumerate(steps):
-                tt = torch.full(x.shape[:2], t, dtype=torch.float32)
-                flow = run(x, t, span, Phase("denoise", i, t))
-                x0 = sched.flow_to_x0(flow, x, tt)
+                flow = self.call(x, t, text, span, Phase("denoise", i, t))
+                x0 = sched.flow_to_x0(flow, x, per_frame(t, x))
                 if i + 1 < len(steps):
-                    t_next = torch.full(x.shape[:2], steps[i + 1], dtype=torch.float32)
-                    x = sched.add_noise(x0, noise.step(c, i), t_next)
-            run(x0, rc.context_noise, span, Phase("commit", 0, rc.context_noise))
+                    x = sched.add_noise(x0, noise.step(c, i), per_frame(steps[i + 1], x))
+            self.call(x0, rc.context_noise, text, span, Phase("commit", 0, rc.context_noise))
             out[:, span.start : span.stop] = x0
             policy.end_chunk(cache, span)
             if callback is not None:
-                callback(ChunkEvent(c, geom.num_chunks, span, x0, time.perf_counter() - tic,
+                callback(ChunkEvent(c, self.geom.num_chunks, span, x0, time.perf_counter() - tic,
                                     policy.log[-1] if policy.log else {}))
         return out
+
+    def _switch(self, span: FrameSpan, text: TextState, out: torch.Tensor) -> PromptSwitch:
+        def recache(first: int, count: int) -> None:
+            if count <= 0:
+                return
+            if not 0 <= first and first + count <= span.start:
+                raise ValueError(f"re-cache frames [{first}, {first + count}) are not all generated yet")
+            t = self.rc.context_noise
+            self.call(out[:, first : first + count], t, text, FrameSpan(first, count), Phase("recache", 0, t))
+
+        return PromptSwitch(self.cache, span, text, out[:, : span.start], recache)
+
+
+ROLLOUTS = Registry("rollout")
+ROLLOUTS.register("block", "deepforcing.engine:BlockRollout")

@@ -54,6 +54,11 @@ class Phase:
         return self.kind == "commit"
 
     @property
+    def writes(self) -> bool:
+        """Passes whose keys and values the policy may store: the commit pass and a re-cache."""
+        return self.kind in ("commit", "recache")
+
+    @property
     def first_step(self) -> bool:
         return self.kind == "denoise" and self.step == 0
 
@@ -70,11 +75,30 @@ class Step:
 
 @dataclass
 class Context:
-    """Which cached slots a forward reads (``None``: all, in slot order) and their temporal positions
-    (``None``: each slot's absolute frame)."""
+    """What one forward attends to in one layer.
+
+    - ``slots``: cached slots read, in this order (``None``: all of ``[0, n)``);
+    - ``k_time``: temporal position of each read slot (``None``: its absolute frame);
+    - ``own``: which of the forward's own staged tokens are keys too (``None``: all);
+    - ``mask``: optional boolean key mask ``[H, K]`` over the K keys (read slots then own tokens),
+      for per-head selections; ``None`` lets every head see every key.
+    """
 
     slots: torch.Tensor | None = None
     k_time: torch.Tensor | None = None
+    own: torch.Tensor | None = None
+    mask: torch.Tensor | None = None
+
+
+@dataclass
+class PromptSwitch:
+    """Handed to ``CachePolicy.on_prompt_switch`` before the first chunk of a new prompt."""
+
+    cache: KVCache
+    span: FrameSpan  # the first chunk generated with the new prompt
+    text: Any  # the new prompt's TextState
+    history: torch.Tensor  # clean latents generated so far [B, span.start, C, H, W]
+    recache: Any  # recache(first_frame, num_frames): one re-cache forward over history frames
 
 
 class CachePolicy:
@@ -93,6 +117,10 @@ class CachePolicy:
         if self.capacity_frames(geom) < geom.chunk_frames:
             raise ConfigError(f"{self.name}: the cache must hold at least one chunk ({geom.chunk_frames} frames)")
 
+    def max_recache_frames(self, geom: Geometry) -> int:
+        """The most frames one re-cache forward covers (sizes the engine's scratch region)."""
+        return 0
+
     def reset(self, geom: Geometry) -> None:
         self.validate(geom)
         self.geom = geom
@@ -110,6 +138,10 @@ class CachePolicy:
 
     def commit(self, layer: int, kv: LayerKV, step: Step) -> None:
         kv.commit()
+
+    def on_prompt_switch(self, switch: PromptSwitch) -> None:
+        """A new prompt takes over at ``switch.span``. Default: only the text cross-attention changes
+        (the engine already uses the new prompt's text K/V); policies may re-cache (LongLive)."""
 
     def end_chunk(self, cache: KVCache, span: FrameSpan) -> None:
         self.log.append(self.diagnostics(cache, span))

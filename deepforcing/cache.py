@@ -138,11 +138,13 @@ class LayerKV:
             a[sl] = 0
         self.pending = m
 
-    def register_aux(self, name: str, dtype: torch.dtype = torch.long, device: torch.device | str = "cpu"
-                     ) -> torch.Tensor:
-        """A per-slot array a policy keeps beside the cache; zeroed for new tokens, permuted by keep()."""
+    def register_aux(self, name: str, dtype: torch.dtype = torch.long, device: torch.device | str = "cpu",
+                     width: int | None = None) -> torch.Tensor:
+        """A per-slot array (``[slots]`` or ``[slots, width]``) a policy keeps beside the cache; zeroed
+        for new tokens, permuted by keep()."""
         if name not in self.aux:
-            self.aux[name] = torch.zeros(self.frame.numel(), dtype=dtype, device=device)
+            shape = (self.frame.numel(),) if width is None else (self.frame.numel(), width)
+            self.aux[name] = torch.zeros(shape, dtype=dtype, device=device)
         return self.aux[name]
 
     def shift_rotation(self, slots: torch.Tensor, delta: int) -> None:

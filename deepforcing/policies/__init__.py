@@ -8,6 +8,9 @@ from deepforcing.registry import Registry
 POLICIES = Registry("cache policy")
 POLICIES.register("full_cache", "deepforcing.policies.full_cache:FullCache")
 POLICIES.register("rolling_window", "deepforcing.policies.rolling_window:RollingWindow")
+POLICIES.register("attention_sink", "deepforcing.policies.attention_sink:AttentionSink")
+POLICIES.register("deep_sink", "deepforcing.policies.deep_sink:DeepSink")
+POLICIES.register("participative_compression", "deepforcing.policies.participative:ParticipativeCompression")
 
 
 def build_policy(name: str, **kwargs):

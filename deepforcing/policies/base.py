@@ -17,6 +17,7 @@ The engine never knows which policy runs. One policy object serves one rollout a
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass
 from typing import Any
 
@@ -162,7 +163,9 @@ class CachePolicy:
         }
 
     def describe(self) -> dict[str, Any]:
-        return {"policy": self.name, **{k: v for k, v in vars(self).items() if k not in ("geom", "log")}}
+        """The policy's name and constructor settings (what makes two runs comparable)."""
+        params = inspect.signature(type(self).__init__).parameters
+        return {"policy": self.name, **{p: getattr(self, p) for p in params if p != "self" and hasattr(self, p)}}
 
 
 def evict_oldest(cache: KVCache, span: FrameSpan, window: int, protected: int = 0) -> torch.Tensor:

@@ -1,0 +1,75 @@
+"""Attention sink: the first ``sink`` frames are never evicted; the rest is a FIFO window.
+
+- ``positions="absolute"``: Self-Forcing's ``sink_size`` (and LongLive's frame sink). Every token
+  keeps its absolute temporal position, so the sink drifts away from the queries as time goes on.
+- ``positions="cache_relative"``: StreamingLLM proper. Keys sit at their frame's ordinal within the
+  cache (0, 1, ...) and the queries right after the last cached frame.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from deepforcing.cache import SINK, Geometry, KVCache, LayerKV
+from deepforcing.errors import ConfigError
+from deepforcing.policies.base import CachePolicy, Context, FrameSpan, Phase, Step, evict_oldest
+
+POSITIONS = ("absolute", "cache_relative")
+
+
+def tag_sink(kv: LayerKV, sink: int) -> None:
+    """Mark the slots of frames ``< sink`` (the first frames generated) as sink."""
+    used = slice(0, kv.n)
+    kv.tag[used][kv.frame[used] < sink] = SINK
+
+
+def frame_ordinals(kv: LayerKV) -> torch.Tensor:
+    """Each cached slot's frame ordinal within the cache (slot order; frames are contiguous runs)."""
+    f = kv.frame[: kv.n]
+    if not f.numel():
+        return f
+    new = torch.ones_like(f, dtype=torch.bool)
+    new[1:] = f[1:] != f[:-1]
+    return torch.cumsum(new.long(), 0) - 1
+
+
+class AttentionSink(CachePolicy):
+    name = "attention_sink"
+
+    def __init__(self, sink: int = 3, window: int = 21, positions: str = "absolute"):
+        super().__init__()
+        if positions not in POSITIONS:
+            raise ConfigError(f"attention_sink: positions must be one of {POSITIONS}, got {positions!r}")
+        if not 0 <= sink < window:
+            raise ConfigError(f"attention_sink: need 0 <= sink < window, got sink={sink}, window={window}")
+        self.sink, self.window, self.positions = sink, window, positions
+        self._cached_frames = 0
+
+    def capacity_frames(self, geom: Geometry) -> int:
+        return self.window
+
+    def validate(self, geom: Geometry) -> None:
+        super().validate(geom)
+        if self.window - self.sink < geom.chunk_frames:
+            raise ConfigError(
+                f"{self.name}: window {self.window} minus sink {self.sink} leaves no room for a "
+                f"{geom.chunk_frames}-frame chunk; shrink the sink or grow the window"
+            )
+
+    def begin_chunk(self, cache: KVCache, span: FrameSpan) -> None:
+        evict_oldest(cache, span, self.window, protected=self.sink)
+        self._cached_frames = len(cache.layers[0].frames())
+
+    def query_positions(self, span: FrameSpan, phase: Phase) -> torch.Tensor | None:
+        if self.positions == "absolute":
+            return None
+        return torch.arange(self._cached_frames, self._cached_frames + span.frames)
+
+    def context(self, layer: int, kv: LayerKV, step: Step) -> Context:
+        if self.positions == "absolute":
+            return Context()
+        return Context(k_time=frame_ordinals(kv))
+
+    def commit(self, layer: int, kv: LayerKV, step: Step) -> None:
+        kv.commit()
+        tag_sink(kv, self.sink)

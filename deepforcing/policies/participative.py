@@ -1,0 +1,244 @@
+"""Participative Compression (with Deep Sink): prune the cache to the tokens recent queries attend to.
+
+Budget ``N`` frames' worth of tokens after compression, of which the first ``S`` frames are the sink
+and the last ``R`` frames (including the chunk being generated) are recent; the remaining
+``C = N - R - S`` frames' worth of tokens (Top-C) are chosen among the candidates in between.
+
+Compression triggers at the first denoising step of a chunk whose insertion would overflow the
+window. Each layer decides on its own, from its own queries, one token set shared by all heads
+(``heads="shared"``, as the released code) or one per head (``heads="per_head"``: the union stays in
+the cache and a key mask hides each head's unselected tokens). Kept tokens keep their temporal
+order; sink and recent tokens are never candidates.
+
+Options:
+
+- ``query_source``: ``both`` (the last ``R`` frames of queries seen in any forward: at compression
+  time one clean past frame plus the chunk's noisy queries, the released code's buffer),
+  ``denoise`` (only the chunk's noisy queries at the first step), ``past`` (the last ``R`` frames of
+  clean commit-pass queries);
+- ``score``: ``dot`` (raw rotated q.k logits) or ``softmax`` (attention probabilities normalised over
+  all keys the queries see); ``fusion`` over queries: ``sum`` or ``max``;
+- ``select`` (what ranks the candidates): ``attention`` (the above), ``random`` (scores drawn from
+  N(0, 1), paper App. D), ``recency`` (the newest candidates), ``h2o`` (attention mass accumulated over
+  every forward since the token was written), ``snapkv`` (observation-window softmax scores,
+  max-pooled over neighbouring tokens with kernel ``pool``);
+- ``reuse_cap``: a token already chosen this many times is no longer a candidate (released code: 7);
+- ``topc_align``: ``none`` (Top-C keep their absolute positions, the released code) or ``compact``
+  (their frames are renumbered consecutively right before the recent frames: the paper's
+  "temporal RoPE unification").
+
+Sink alignment and rotation are Deep Sink's (``align``, ``rotation``); with ``code`` alignment the
+sink moves to ``[P - N, P - N + S)`` at every compression.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import torch
+import torch.nn.functional as F
+
+from deepforcing.attention import key_importance
+from deepforcing.cache import COMPRESSED, SINK, Geometry, KVCache, LayerKV
+from deepforcing.errors import ConfigError
+from deepforcing.policies.base import Context, FrameSpan, Step
+from deepforcing.policies.deep_sink import DeepSink
+
+QUERY_SOURCES = ("both", "denoise", "past")
+SCORES = ("dot", "softmax")
+FUSIONS = ("sum", "max")
+HEADS = ("shared", "per_head")
+SELECT = ("attention", "random", "recency", "h2o", "snapkv")
+TOPC_ALIGN = ("none", "compact")
+
+
+def _choice(name: str, value, allowed) -> None:
+    if value not in allowed:
+        raise ConfigError(f"participative_compression: unknown {name} {value!r}; choose one of {', '.join(allowed)}")
+
+
+class ParticipativeCompression(DeepSink):
+    name = "participative_compression"
+
+    def __init__(
+        self, window: int = 21, sink: int | None = 10, sink_ratio: float | None = None, budget: int = 16,
+        recent: int = 4, align: str = "paper", rotation: str = "read_time", query_source: str = "both",
+        score: str = "dot", fusion: str = "sum", heads: str = "shared", select: str = "attention",
+        reuse_cap: int | None = None, topc_align: str = "none", pool: int = 7, seed: int = 0,
+    ):
+        if sink is not None and sink_ratio is not None:
+            sink = None  # a ratio given explicitly wins over the default sink size
+        super().__init__(window=window, sink=sink, sink_ratio=sink_ratio, align=align, rotation=rotation)
+        for name, value, allowed in [("query_source", query_source, QUERY_SOURCES), ("score", score, SCORES),
+                                     ("fusion", fusion, FUSIONS), ("heads", heads, HEADS),
+                                     ("select", select, SELECT), ("topc_align", topc_align, TOPC_ALIGN)]:
+            _choice(name, value, allowed)
+        if budget > window:
+            raise ConfigError(f"participative_compression: budget {budget} exceeds the window {window}")
+        if budget < self.sink + recent:
+            raise ConfigError(
+                f"participative_compression: budget {budget} < sink {self.sink} + recent {recent}; "
+                "the budget must hold the sink and the recent frames"
+            )
+        if reuse_cap is not None and reuse_cap < 1:
+            raise ConfigError(f"participative_compression: reuse_cap must be >= 1 or None, got {reuse_cap}")
+        if pool < 1 or pool % 2 == 0:
+            raise ConfigError(f"participative_compression: pool must be a positive odd kernel size, got {pool}")
+        self.budget, self.recent = budget, recent
+        self.query_source, self.score, self.fusion, self.heads = query_source, score, fusion, heads
+        self.select, self.reuse_cap, self.topc_align, self.pool, self.seed = select, reuse_cap, topc_align, pool, seed
+
+    @property
+    def top_c(self) -> int:
+        return self.budget - self.recent - self.sink
+
+    def validate(self, geom: Geometry) -> None:
+        super().validate(geom)
+        if self.recent < geom.chunk_frames:
+            raise ConfigError(
+                f"participative_compression: recent {self.recent} < chunk {geom.chunk_frames}; the recent "
+                "region includes the chunk being generated"
+            )
+
+    def reset(self, geom: Geometry) -> None:
+        super().reset(geom)
+        self.queries: list[torch.Tensor | None] = [None] * geom.num_layers
+        self.compress_now = False
+        self.selected: dict[int, list[int]] = {}
+        self.compressions = 0
+
+    # --- membership ------------------------------------------------------------------------
+    def make_room(self, cache: KVCache, span: FrameSpan) -> bool:
+        # Count tokens, not frames: after a compression the Top-C tokens come from many frames.
+        tpf = self.geom.tokens_per_frame
+        self.compress_now = cache.layers[0].n + span.frames * tpf > self.window * tpf
+        return self.compress_now
+
+    def frames_after_insertion(self, cache: KVCache, span: FrameSpan) -> int:
+        return self.budget
+
+    def _remember_queries(self, layer: int, step: Step) -> None:
+        if self.query_source == "denoise" or (self.query_source == "past" and not step.phase.is_commit):
+            return
+        keep = self.recent * self.geom.tokens_per_frame
+        prev = self.queries[layer]
+        q = step.q if prev is None else torch.cat([prev, step.q], dim=1)
+        self.queries[layer] = q[:, -keep:]
+
+    def _scoring_queries(self, layer: int, step: Step) -> torch.Tensor:
+        if self.query_source == "denoise":
+            return step.q
+        return self.queries[layer]
+
+    def context(self, layer: int, kv: LayerKV, step: Step) -> Context:
+        self._remember_queries(layer, step)
+        if self.select == "h2o":
+            self._accumulate(layer, kv, step)
+        if step.phase.first_step and self.compress_now:
+            self._compress(layer, kv, step)
+        ctx = super().context(layer, kv, step)
+        if self.heads == "per_head":
+            hidden = kv.register_aux("head_hidden", torch.bool, width=self.geom.num_heads)[: kv.n].T
+            own = torch.ones(self.geom.num_heads, kv.pending, dtype=torch.bool)
+            ctx.mask = torch.cat([~hidden, own], dim=1)
+        return ctx
+
+    def end_chunk(self, cache: KVCache, span: FrameSpan) -> None:
+        super().end_chunk(cache, span)
+        self.compress_now = False
+
+    # --- positions -------------------------------------------------------------------------
+    def tail_positions(self, layer: int, kv: LayerKV) -> torch.Tensor:
+        t = kv.frame[: kv.n].clone()
+        if self.topc_align == "compact":
+            tags = kv.tag[: kv.n]
+            top = tags == COMPRESSED
+            if top.any():
+                recent = t[(tags != SINK) & ~top]
+                first_recent = int(recent.min()) if recent.numel() else self.span.start
+                frames, ordinal = torch.unique(t[top], return_inverse=True)
+                t[top] = first_recent - len(frames) + ordinal
+        return t
+
+    # --- compression -----------------------------------------------------------------------
+    def _accumulate(self, layer: int, kv: LayerKV, step: Step) -> None:
+        """H2O: add the attention mass the current queries give every cached token."""
+        acc = kv.register_aux("h2o", torch.float32, device=kv.k_raw.device)
+        if kv.n == 0:
+            return
+        keys = kv.rotated(None, super().context(layer, kv, step).k_time)
+        own = kv.k_rot[:, kv.staged()]
+        mass = key_importance(step.q, keys, mode="softmax", extra_keys=own)
+        acc[: kv.n] += mass.sum(0)
+
+    def _scores(self, layer: int, kv: LayerKV, step: Step, cand: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
+        """Candidate scores, ``[len(cand)]`` or ``[H, len(cand)]`` for per-head selection."""
+        heads = "none" if self.heads == "per_head" else "sum"
+        if self.select == "random":
+            digest = hashlib.sha256(f"{self.seed}:{self.span.start}:{layer}".encode()).digest()
+            gen = torch.Generator().manual_seed(int.from_bytes(digest[:8], "little") & (2**63 - 1))
+            shape = (self.geom.num_heads, len(cand)) if heads == "none" else (len(cand),)
+            return torch.randn(shape, generator=gen)
+        if self.select == "recency":
+            s = cand.float()
+            return s.expand(self.geom.num_heads, -1) if heads == "none" else s
+        if self.select == "h2o":
+            s = kv.aux["h2o"][cand.to(kv.aux["h2o"].device)].float().cpu()
+            return s.expand(self.geom.num_heads, -1) if heads == "none" else s
+        q = self._scoring_queries(layer, step)
+        cd = cand.to(keys.device)
+        mask = torch.ones(keys.shape[1], dtype=torch.bool, device=keys.device)
+        mask[cd] = False
+        score = "softmax" if self.select == "snapkv" else self.score
+        s = key_importance(q, keys.index_select(1, cd), mode=score, fuse=self.fusion, heads=heads,
+                           extra_keys=keys[:, mask] if score == "softmax" else None)
+        s = s.sum(0)  # over the batch: one decision per layer
+        if self.select == "snapkv":
+            s = F.max_pool1d(s.reshape(-1, 1, s.shape[-1]), self.pool, stride=1, padding=self.pool // 2)
+            s = s.reshape(-1, len(cand)) if heads == "none" else s.reshape(len(cand))
+        return s.float().cpu()
+
+    def _compress(self, layer: int, kv: LayerKV, step: Step) -> None:
+        tpf = self.geom.tokens_per_frame
+        n, pending = kv.n, kv.pending
+        keep_recent = self.recent * tpf - pending  # cached tokens inside the recent region
+        tags = kv.tag[:n]
+        slots = torch.arange(n)
+        is_sink = tags == SINK
+        is_recent = slots >= n - keep_recent
+        cand = slots[~is_sink & ~is_recent]
+        if self.reuse_cap is not None:
+            reuse = kv.register_aux("reuse")
+            cand = cand[reuse[cand] < self.reuse_cap]
+        c_tokens = min(self.top_c * tpf, len(cand))
+        if self.select in ("attention", "snapkv"):
+            t_now = super().context(layer, kv, step).k_time  # positions the keys hold right now
+            keys = torch.cat([kv.rotated(None, t_now), kv.k_rot[:, kv.staged()]], dim=1)
+        else:
+            keys = None
+        scores = self._scores(layer, kv, step, cand, keys)
+        if self.heads == "per_head":
+            per_head = torch.topk(scores, c_tokens, dim=-1).indices  # [H, C]
+            chosen = torch.zeros(len(cand), dtype=torch.bool)
+            chosen[per_head.flatten()] = True
+            top = cand[chosen]
+            head_sel = torch.zeros(len(cand), self.geom.num_heads, dtype=torch.bool)
+            head_sel[per_head.T, torch.arange(self.geom.num_heads)] = True
+            # a kept token is hidden from the heads that did not choose it (new tokens: visible)
+            kv.register_aux("head_hidden", torch.bool, width=self.geom.num_heads)[cand] = ~head_sel
+        else:
+            top = cand[torch.topk(scores, c_tokens).indices.sort().values]
+        keep = torch.sort(torch.cat([slots[is_sink], top, slots[is_recent]])).values
+        kv.tag[top] = COMPRESSED
+        if self.reuse_cap is not None:
+            kv.aux["reuse"][top] += 1
+        if layer == 0:
+            self.selected = {"augmented_index": top.tolist(), "frames": kv.frame[top].tolist(),
+                             "candidates": len(cand), "augmented_tokens": n + pending}
+            self.compressions += 1
+        kv.keep(keep)
+
+    def diagnostics(self, cache: KVCache, span: FrameSpan) -> dict:
+        d = super().diagnostics(cache, span)
+        d.update(compressed=self.compress_now, topc=self.selected if self.compress_now else None)
+        return d

@@ -1,0 +1,115 @@
+"""Typed configuration of a metrics run (plain dataclasses; no Hydra in the library)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from deepforcing.errors import ConfigError
+
+from .specs import SPECS
+
+DEFAULT_DIMENSIONS = (
+    "temporal_flickering",
+    "subject_consistency",
+    "background_consistency",
+    "motion_smoothness",
+    "dynamic_degree",
+    "aesthetic_quality",
+    "imaging_quality",
+    "overall_consistency",
+)
+
+
+@dataclass
+class ClipProtocol:
+    """VBench-Long: cut each video into fixed-length clips, score each, average.
+
+    ``seconds`` overrides the per-dimension default (2 s for the quality dimensions, 10 s for overall
+    consistency and CLIP score). A clip holds ``int(fps) * seconds`` frames, as VBench-Long counts them;
+    the last remainder is padded backwards into one more full-length clip; a video shorter than one clip
+    is scored whole. ``enabled=False`` scores every video as a single clip (plain VBench).
+    """
+
+    enabled: bool = True
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    def seconds_for(self, dim: str) -> float | None:
+        if not self.enabled:
+            return None
+        return float(self.seconds.get(dim, SPECS[dim].clip_seconds))
+
+
+@dataclass
+class DriftConfig:
+    """Drift over time. Segments are non-overlapping windows of ``segment_seconds`` (the last padded
+    backwards, so the last segment is exactly the last ``segment_seconds`` of the video)."""
+
+    enabled: bool = True
+    segment_seconds: float = 5.0
+    edge_fraction: float = 0.15  # FramePack's start/end windows
+    vde_chunks: int = 10  # BlockVid's VDE: N equal chunks
+    vde_weighting: str = "linear"  # or "log"
+    slope_seconds: float = 10.0  # least-squares slope reported per this many seconds
+    edge_windows: bool = True  # compute FramePack windows (one extra score per window)
+    vde: bool = True  # compute VDE chunks (N extra scores)
+
+
+@dataclass
+class SlowFastConfig:
+    """VBench-Long's optional slow-fast fusion for subject/background consistency (off by default).
+
+    fused = w_inclip * in-clip score + w_clip2clip * mapped clip-to-clip score (in-clip alone when the
+    mapped score is 0). The clip-to-clip score applies the consistency formula to the first frame of every
+    clip; the mapping table is VBench's ``configs/{subject,background}_mapping_table.yaml``.
+    """
+
+    enabled: bool = False
+    w_inclip: float = 0.5
+    w_clip2clip: float = 0.5
+    mapping_tables: dict[str, str] = field(default_factory=dict)  # dimension -> yaml path
+
+
+@dataclass
+class EvalConfig:
+    dimensions: tuple[str, ...] = DEFAULT_DIMENSIONS
+    device: str = "auto"  # "auto" = cuda when available, else cpu
+    cache_dir: str | None = None  # default: $VBENCH_CACHE_DIR or ~/.cache/vbench
+    weights: dict[str, str] = field(default_factory=dict)  # weight key -> explicit path
+    batch_size: int = 32
+    clips: ClipProtocol = field(default_factory=ClipProtocol)
+    drift: DriftConfig = field(default_factory=DriftConfig)
+    slow_fast: SlowFastConfig = field(default_factory=SlowFastConfig)
+    imaging_preprocess: str = "longer"  # VBench's imaging_quality_preprocessing_mode
+    clip_fp16_on_cuda: bool = True  # as openai-clip's loader (hence VBench) does on GPU
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        from . import METRICS
+
+        self.dimensions = tuple(self.dimensions)
+        for d in self.dimensions:
+            METRICS.check(d)
+        if self.imaging_preprocess not in ("longer", "shorter", "shorter_centercrop", "None"):
+            raise ConfigError(
+                f"imaging_preprocess={self.imaging_preprocess!r}; use one of longer, shorter, "
+                "shorter_centercrop, None (VBench's imaging_quality_preprocessing_mode)."
+            )
+        if self.batch_size < 1:
+            raise ConfigError(f"batch_size must be >= 1, got {self.batch_size}.")
+        if self.drift.segment_seconds <= 0:
+            raise ConfigError(f"drift.segment_seconds must be > 0, got {self.drift.segment_seconds}.")
+        if not 0 < self.drift.edge_fraction <= 0.5:
+            raise ConfigError(f"drift.edge_fraction must be in (0, 0.5], got {self.drift.edge_fraction}.")
+        if self.drift.vde_weighting not in ("linear", "log"):
+            raise ConfigError(f"drift.vde_weighting must be 'linear' or 'log', got {self.drift.vde_weighting!r}.")
+        for dim, s in self.clips.seconds.items():
+            METRICS.check(dim)
+            if s <= 0:
+                raise ConfigError(f"clips.seconds[{dim!r}] must be > 0, got {s}.")
+
+    def resolved_device(self) -> str:
+        if self.device != "auto":
+            return self.device
+        import torch
+
+        return "cuda" if torch.cuda.is_available() else "cpu"

@@ -1,0 +1,126 @@
+"""Shared plumbing for dimensions: per-video context with feature caches, and the Metric base class."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+from typing import ClassVar
+
+import torch
+
+from ..protocol import Span
+from ..specs import MetricSpec
+
+
+class MetricInputError(ValueError):
+    """This video (or clip) cannot be scored by this dimension; the message says why and what to do."""
+
+
+class VideoContext:
+    """Frames of one video (uint8 [T,H,W,3] on CPU) plus caches that every dimension shares.
+
+    Per-frame features are cached by frame index, so a frame is encoded once however many clips,
+    segments and drift windows contain it. Frames may be appended (streaming); cached entries stay valid.
+    """
+
+    def __init__(self, frames: torch.Tensor, fps: float, prompt: str | None = None, path: str = "<memory>"):
+        self._chunks: list[torch.Tensor] = [frames] if frames is not None and len(frames) else []
+        self._frames: torch.Tensor | None = None
+        self.fps = float(fps)
+        self.prompt = prompt
+        self.path = path
+        self.cache: dict = {}
+
+    def append(self, frames: torch.Tensor) -> None:
+        if self._chunks and frames.shape[1:] != self._chunks[0].shape[1:]:
+            raise MetricInputError(
+                f"chunk frame size {tuple(frames.shape[1:])} differs from earlier chunks "
+                f"{tuple(self._chunks[0].shape[1:])}; every chunk of one video must have the same size."
+            )
+        self._chunks.append(frames)
+        self._frames = None
+
+    @property
+    def frames(self) -> torch.Tensor:
+        if self._frames is None:
+            if not self._chunks:
+                raise MetricInputError("no frames")
+            self._frames = self._chunks[0] if len(self._chunks) == 1 else torch.cat(self._chunks)
+            self._chunks = [self._frames]
+        return self._frames
+
+    @property
+    def num_frames(self) -> int:
+        return sum(int(c.shape[0]) for c in self._chunks)
+
+    @property
+    def hw(self) -> tuple[int, int]:
+        return int(self._chunks[0].shape[1]), int(self._chunks[0].shape[2])
+
+    def float_tchw(self, idx: Iterable[int]) -> torch.Tensor:
+        """Frames ``idx`` as float32 [N,3,H,W] in 0..255, exactly what ``vbench.utils.load_video`` returns."""
+        idx = list(idx)
+        return self.frames[idx].permute(0, 3, 1, 2).float()
+
+
+class Metric:
+    spec: ClassVar[MetricSpec]
+
+    def __init__(self, files: dict[str, Path], device: str, cfg):
+        self.files = files
+        self.device = device
+        self.cfg = cfg
+
+    # -- input checks -------------------------------------------------------------------------
+    def validate(self, ctx: VideoContext) -> None:
+        h, w = ctx.hw
+        if min(h, w) < self.spec.min_side:
+            raise MetricInputError(
+                f"frames are {w}x{h}; {self.spec.name} needs at least {self.spec.min_side} px on each side "
+                "(the model gives NaN or no output below that). Score a larger video or drop this dimension."
+            )
+        if self.spec.needs_prompt and not (ctx.prompt and ctx.prompt.strip()):
+            raise MetricInputError(
+                f"no prompt for this video; {self.spec.name} compares the video with its text prompt. "
+                "Pass prompts (eval.score --prompts FILE or --prompt-from-filename)."
+            )
+
+    def check_span(self, span: Span) -> None:
+        if span.length < self.spec.min_frames:
+            raise MetricInputError(
+                f"a clip of {span.length} frame(s) is too short: {self.spec.name} needs at least "
+                f"{self.spec.min_frames} frames per clip."
+            )
+
+    # -- scoring --------------------------------------------------------------------------------
+    def prepare(self, ctx: VideoContext, spans: list[Span]) -> None:
+        """Compute (and cache) whatever ``score`` needs for these spans, batched."""
+
+    def score(self, ctx: VideoContext, span: Span) -> float:
+        raise NotImplementedError
+
+    def _missing(self, ctx: VideoContext, key: str, idx: Iterable[int]) -> list[int]:
+        c = ctx.cache.setdefault(key, {})
+        return sorted({i for i in idx if i not in c})
+
+
+def batched(seq: list, n: int):
+    for i in range(0, len(seq), n):
+        yield seq[i : i + n]
+
+
+def consistency(features: torch.Tensor) -> tuple[float, int]:
+    """VBench's subject/background formula on L2-normalised features [N, D].
+
+    s_i = (max(0, cos(f_{i-1}, f_i)) + max(0, cos(f_0, f_i))) / 2 for i >= 1; returns (Σ s_i, N - 1).
+    Per-pair cosines are taken one row at a time, as VBench does, so the float32 sums match.
+    """
+    import torch.nn.functional as F
+
+    total = 0.0
+    for i in range(1, len(features)):
+        cur = features[i].unsqueeze(0)
+        sim_pre = max(0.0, F.cosine_similarity(features[i - 1].unsqueeze(0), cur).item())
+        sim_fir = max(0.0, F.cosine_similarity(features[0].unsqueeze(0), cur).item())
+        total += (sim_pre + sim_fir) / 2
+    return total, len(features) - 1

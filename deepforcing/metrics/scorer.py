@@ -1,0 +1,265 @@
+"""Score videos: decode once, share frames and features across dimensions, keep models resident.
+
+``Scorer`` loads each requested dimension once (skipping, with one message, those whose weight files
+are missing) and scores any number of videos. ``StreamingScorer`` takes decoded chunks as an engine
+emits them and reports each drift segment's scores as soon as the segment is complete.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+
+from deepforcing.errors import WeightsError
+
+from . import METRICS, drift, protocol
+from .config import EvalConfig
+from .dims.base import Metric, MetricInputError, VideoContext
+from .protocol import Span
+from .specs import SPECS
+from .video import Video, VideoError, decode, to_uint8_frames
+from .weights import resolve
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class DimensionResult:
+    name: str
+    score: float | None = None
+    error: str | None = None
+    direction: str = "higher"
+    version: str = ""
+    clip_seconds: float | None = None
+    clips: list[dict] = field(default_factory=list)
+    segments: list[dict] = field(default_factory=list)
+    drift: dict = field(default_factory=dict)
+    seconds: float = 0.0  # wall time spent on this dimension for this video
+
+
+@dataclass
+class VideoResult:
+    video: str
+    prompt: str | None = None
+    fps: float | None = None
+    num_frames: int | None = None
+    height: int | None = None
+    width: int | None = None
+    error: str | None = None
+    dimensions: dict[str, DimensionResult] = field(default_factory=dict)
+    skipped: dict[str, str] = field(default_factory=dict)
+    decode_seconds: float = 0.0
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        return d
+
+    def score(self, dim: str) -> float | None:
+        r = self.dimensions.get(dim)
+        return None if r is None else r.score
+
+
+def _span_dict(s: Span, fps: float, score: float) -> dict:
+    a, b = s.seconds(fps)
+    return {"start_frame": s.start, "end_frame": s.end, "start_s": round(a, 6), "end_s": round(b, 6),
+            "score": score}
+
+
+class Scorer:
+    def __init__(self, cfg: EvalConfig | None = None):
+        self.cfg = cfg or EvalConfig()
+        self.device = self.cfg.resolved_device()
+        self.metrics: dict[str, Metric] = {}
+        self.skipped: dict[str, str] = {}
+        for dim in self.cfg.dimensions:
+            try:
+                files = resolve(dim, self.cfg.cache_dir, self.cfg.weights)
+            except WeightsError as e:
+                self.skipped[dim] = str(e)
+                log.warning("%s", e)
+                continue
+            cls = METRICS.get(dim)
+            try:
+                self.metrics[dim] = cls(files, self.device, self.cfg)
+            except Exception as e:  # a file in the wrong format: skip this dimension, say which file
+                msg = (f"{dim}: skipped, could not load {', '.join(map(str, files.values()))} "
+                       f"({type(e).__name__}: {e}). Replace the file with the original release.")
+                self.skipped[dim] = msg
+                log.warning("%s", msg)
+
+    # ------------------------------------------------------------------------------------------
+    def score_file(self, path: str, prompt: str | None = None) -> VideoResult:
+        t0 = time.perf_counter()
+        try:
+            video = decode(path)
+        except VideoError as e:
+            return VideoResult(video=str(path), prompt=prompt, error=str(e), skipped=dict(self.skipped))
+        res = self.score_video(video, prompt)
+        res.decode_seconds = time.perf_counter() - t0 - sum(d.seconds for d in res.dimensions.values())
+        return res
+
+    def score_frames(self, frames, fps: float, prompt: str | None = None, layout: str = "THWC",
+                     name: str = "<memory>") -> VideoResult:
+        return self.score_video(Video(to_uint8_frames(frames, layout), float(fps), name), prompt)
+
+    def score_video(self, video: Video, prompt: str | None = None, ctx: VideoContext | None = None) -> VideoResult:
+        res = VideoResult(video=video.path, prompt=prompt, fps=video.fps, num_frames=video.num_frames,
+                          height=video.height, width=video.width, skipped=dict(self.skipped))
+        if video.num_frames == 0:
+            res.error = f"{video.path}: the video has zero frames."
+            return res
+        ctx = ctx or VideoContext(video.frames, video.fps, prompt, video.path)
+        for dim, metric in self.metrics.items():
+            res.dimensions[dim] = self._score_dim(metric, ctx)
+        return res
+
+    # ------------------------------------------------------------------------------------------
+    def _windows(self, ctx: VideoContext) -> dict[str, list[Span]]:
+        T, fps, dc = ctx.num_frames, ctx.fps, self.cfg.drift
+        w: dict[str, list[Span]] = {"video": [Span(0, T)]}
+        if dc.enabled:
+            w["segments"] = protocol.segments(T, fps, dc.segment_seconds)
+            if dc.edge_windows:
+                w["edges"] = list(protocol.edge_windows(T, dc.edge_fraction))
+            if dc.vde:
+                w["vde"] = protocol.equal_chunks(T, dc.vde_chunks)
+        return w
+
+    def window_score(self, metric: Metric, ctx: VideoContext, span: Span) -> tuple[float, list[tuple[Span, float]]]:
+        """VBench-Long score of frames ``span``: mean over its clips. Returns (score, [(clip, score)])."""
+        clips = protocol.clips_for(span, ctx.fps, self.cfg.clips.seconds_for(metric.spec.name))
+        scores = []
+        for c in clips:
+            s = float(metric.score(ctx, c))
+            if math.isnan(s) or math.isinf(s):
+                raise MetricInputError(
+                    f"the model returned a non-finite score on frames {c.start}-{c.end}; "
+                    "check the weight file and the frame size."
+                )
+            scores.append((c, s))
+        return sum(s for _, s in scores) / len(scores), scores
+
+    def _score_dim(self, metric: Metric, ctx: VideoContext, windows: dict | None = None) -> DimensionResult:
+        spec = metric.spec
+        secs = self.cfg.clips.seconds_for(spec.name)
+        out = DimensionResult(spec.name, direction=spec.direction, version=spec.version, clip_seconds=secs)
+        t0 = time.perf_counter()
+        try:
+            metric.validate(ctx)
+            windows = windows or self._windows(ctx)
+            main = protocol.clips_for(windows["video"][0], ctx.fps, secs)
+            for c in main:
+                metric.check_span(c)
+            extra = []
+            for key, ws in windows.items():
+                if key != "video":
+                    extra += [c for s in ws for c in protocol.clips_for(s, ctx.fps, secs)
+                              if c.length >= spec.min_frames]
+            # one batched pass over every frame any clip, segment or window needs
+            metric.prepare(ctx, sorted(set(main) | set(extra), key=lambda s: (s.start, s.end)))
+            out.score, clips = self.window_score(metric, ctx, windows["video"][0])
+            out.clips = [_span_dict(c, ctx.fps, s) for c, s in clips]
+        except MetricInputError as e:
+            out.error = f"{spec.name}: {e}"
+        except Exception as e:  # never let one dimension take the others down
+            log.exception("%s failed on %s", spec.name, ctx.path)
+            out.error = f"{spec.name}: internal error {type(e).__name__}: {e}"
+        if out.error is None and "segments" in windows:
+            try:
+                self._drift(metric, ctx, windows, out)
+            except Exception as e:
+                out.segments = []
+                out.drift = {"error": f"{type(e).__name__}: {e}"}
+        if out.error is None and self.cfg.slow_fast.enabled and spec.name in (
+            "subject_consistency", "background_consistency"
+        ):
+            from .slowfast import fuse
+
+            out.drift["slow_fast"] = fuse(metric, ctx, out, self.cfg)
+            out.score = out.drift["slow_fast"]["fused"]
+        out.seconds = time.perf_counter() - t0
+        return out
+
+    def _drift(self, metric: Metric, ctx: VideoContext, windows: dict, out: DimensionResult) -> None:
+        dc = self.cfg.drift
+        vals = []
+        for seg in windows["segments"]:
+            v, _ = self.window_score(metric, ctx, seg)
+            vals.append(v)
+            out.segments.append(_span_dict(seg, ctx.fps, v))
+        out.drift = drift.summarize([seg.seconds(ctx.fps) for seg in windows["segments"]], vals, dc.slope_seconds)
+        out.drift["segment_seconds"] = dc.segment_seconds
+        if "edges" in windows:
+            try:
+                a, b = (self.window_score(metric, ctx, s)[0] for s in windows["edges"])
+                out.drift.update(edge_fraction=dc.edge_fraction, edge_start=a, edge_end=b,
+                                 edge_delta=a - b, edge_abs_delta=abs(a - b))
+            except MetricInputError as e:
+                out.drift["edge_error"] = str(e)
+        if "vde" in windows:
+            try:
+                chunk_vals = [self.window_score(metric, ctx, s)[0] for s in windows["vde"]]
+                out.drift.update(vde=drift.safe_vde(chunk_vals, dc.vde_weighting), vde_chunks=len(chunk_vals),
+                                 vde_weighting=dc.vde_weighting)
+            except MetricInputError as e:
+                out.drift["vde_error"] = f"{e} (a video needs {dc.vde_chunks} chunks of that length for VDE)"
+
+
+class StreamingScorer:
+    """Score a video while it is generated.
+
+    ``push(frames)`` takes decoded pixel frames chunk by chunk: uint8 or float tensors/arrays, layout
+    [T,H,W,3] (``layout="THWC"``, default) or [T,3,H,W] (``"TCHW"``); floats in [0,1] (append ``"-pm1"``
+    for [-1,1]). Whenever a drift segment (``cfg.drift.segment_seconds``) is complete, its per-dimension
+    scores are returned (and passed to ``on_segment``). ``finalize()`` returns the full ``VideoResult``,
+    identical to scoring the whole video at once; features computed during streaming are reused.
+    """
+
+    def __init__(self, scorer: Scorer, fps: float, prompt: str | None = None, layout: str = "THWC",
+                 name: str = "<stream>", on_segment: Callable[[dict], None] | None = None):
+        self.scorer, self.fps, self.prompt, self.layout, self.name = scorer, float(fps), prompt, layout, name
+        self.on_segment = on_segment
+        self.ctx: VideoContext | None = None
+        self.seg_len = protocol.frames_per_clip(self.fps, scorer.cfg.drift.segment_seconds)
+        self.emitted: list[dict] = []
+
+    def push(self, frames) -> list[dict]:
+        f = to_uint8_frames(frames, self.layout)
+        if self.ctx is None:
+            self.ctx = VideoContext(f, self.fps, self.prompt, self.name)
+        else:
+            self.ctx.append(f)
+        new = []
+        while (len(self.emitted) + 1) * self.seg_len <= self.ctx.num_frames:
+            k = len(self.emitted)
+            seg = Span(k * self.seg_len, (k + 1) * self.seg_len)
+            rec = {"index": k, "start_s": seg.start / self.fps, "end_s": seg.end / self.fps, "scores": {},
+                   "errors": {}}
+            for dim, metric in self.scorer.metrics.items():
+                r = self.scorer._score_dim(metric, self.ctx, windows={"video": [seg]})
+                if r.error:
+                    rec["errors"][dim] = r.error
+                else:
+                    rec["scores"][dim] = r.score
+            self.emitted.append(rec)
+            new.append(rec)
+            if self.on_segment:
+                self.on_segment(rec)
+        return new
+
+    def finalize(self) -> VideoResult:
+        if self.ctx is None or self.ctx.num_frames == 0:
+            return VideoResult(video=self.name, prompt=self.prompt, error=f"{self.name}: no frames were pushed.",
+                               skipped=dict(self.scorer.skipped))
+        video = Video(self.ctx.frames, self.fps, self.name)
+        return self.scorer.score_video(video, self.prompt, ctx=self.ctx)
+
+
+def available_dimensions() -> list[str]:
+    return sorted(SPECS)
+
+
+__all__ = ["Scorer", "StreamingScorer", "VideoResult", "DimensionResult"]

@@ -1,0 +1,145 @@
+"""Random weights in the exact files and formats VBench reads (written lazily, once per session)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from deepforcing.metrics.specs import SPECS
+from deepforcing.metrics.weights import WEIGHT_FILES
+
+
+class RandomWeights:
+    def __init__(self, root: Path):
+        self.root = Path(root)
+        self._done: set[str] = set()
+
+    def path(self, key: str) -> Path:
+        p = self.root / WEIGHT_FILES[key].relpath
+        if key not in self._done and not p.exists():
+            p.parent.mkdir(parents=True, exist_ok=True)
+            getattr(self, f"_make_{key}")(p)
+        self._done.add(key)
+        return p
+
+    def files(self, dim: str) -> dict[str, Path]:
+        return {k: self.path(k) for k in SPECS[dim].weights}
+
+    # -- writers ---------------------------------------------------------------------------------
+    @staticmethod
+    def _torchscript_clip(name: str, p: Path) -> None:
+        """An OpenAI-style TorchScript archive: ``clip.load`` reads its state dict and rebuilds the model."""
+        import open_clip
+
+        torch.manual_seed(1)
+        model = open_clip.create_model(name, pretrained=None)
+        # fp16, as OpenAI ships them (clip.load casts back to float32 on CPU)
+        sd = {k: (v.half() if v.is_floating_point() else v).detach().clone() for k, v in model.state_dict().items()}
+        # open_clip's random init leaves a few tensors (e.g. logit_scale) at constants; add the
+        # OpenAI-only buffers clip.build_model expects
+        sd["input_resolution"] = torch.tensor(224)
+        sd["context_length"] = torch.tensor(77)
+        sd["vocab_size"] = torch.tensor(49408)
+        holder = _Holder(sd)
+        torch.jit.save(torch.jit.script(holder), str(p))
+
+    def _make_clip_vit_b32(self, p: Path) -> None:
+        self._torchscript_clip("ViT-B-32-quickgelu", p)
+
+    def _make_clip_vit_l14(self, p: Path) -> None:
+        self._torchscript_clip("ViT-L-14-quickgelu", p)
+
+    def _make_aesthetic_head(self, p: Path) -> None:
+        torch.manual_seed(2)
+        torch.save(torch.nn.Linear(768, 1).state_dict(), p)
+
+    def _make_dino_vitb16(self, p: Path) -> None:
+        import timm
+
+        torch.manual_seed(3)
+        m = timm.create_model("vit_base_patch16_224", pretrained=False, num_classes=0)
+        torch.save(m.state_dict(), p)
+
+    def _make_musiq_spaq(self, p: Path) -> None:
+        from pyiqa.archs.musiq_arch import MUSIQ
+
+        torch.manual_seed(4)
+        m = MUSIQ(pretrained=False, num_class=1)
+        torch.save({"params": m.state_dict()}, p)
+
+    def _make_amt_s(self, p: Path) -> None:
+        import vbench
+        from omegaconf import OmegaConf
+        from vbench.third_party.amt.utils.build_utils import build_from_cfg
+
+        torch.manual_seed(5)
+        cfg = OmegaConf.load(Path(vbench.__file__).parent / "third_party/amt/cfgs/AMT-S.yaml").network
+        m = build_from_cfg(cfg)
+        torch.save({"state_dict": m.state_dict()}, p)
+
+    def _make_raft_things(self, p: Path) -> None:
+        from easydict import EasyDict
+        from vbench.third_party.RAFT.core.raft import RAFT
+
+        torch.manual_seed(6)
+        m = torch.nn.DataParallel(RAFT(EasyDict(small=False, mixed_precision=False, alternate_corr=False)))
+        torch.save(m.state_dict(), p)  # 'module.'-prefixed keys, as the released checkpoint
+
+    def _make_viclip(self, p: Path) -> None:
+        from deepforcing.metrics.vbench_compat import quiet_viclip_import
+
+        ViCLIP = quiet_viclip_import()
+        from vbench.third_party.ViCLIP.simple_tokenizer import SimpleTokenizer
+
+        torch.manual_seed(7)
+        m = ViCLIP(tokenizer=SimpleTokenizer(str(self.path("viclip_bpe"))), pretrain=None)
+        sd = m.state_dict()
+        for k, v in sd.items():  # the constructor leaves some tensors uninitialised (torch.empty)
+            if v.is_floating_point() and not torch.isfinite(v).all() or v.abs().max() > 1e4:
+                sd[k] = torch.randn_like(v) * 0.02
+        torch.save({"model": sd}, p)
+
+    def _make_viclip_bpe(self, p: Path) -> None:
+        import shutil
+
+        from deepforcing.metrics.weights import _clip_pkg_bpe
+
+        shutil.copy(_clip_pkg_bpe(), p)
+
+
+class _Holder(torch.nn.Module):
+    """A scriptable module whose state dict has exactly the given (dotted) keys."""
+
+    def __init__(self, sd: dict[str, torch.Tensor]):
+        super().__init__()
+        for k, v in sd.items():
+            mod = self
+            *parents, leaf = k.split(".")
+            for name in parents:
+                if not hasattr(mod, name):
+                    mod.add_module(name, torch.nn.Module())
+                mod = getattr(mod, name)
+            mod.register_buffer(leaf, v)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x
+
+
+def synthetic_frames(t: int = 16, h: int = 128, w: int = 160, seed: int = 0, speed: int = 3,
+                     decay: float = 0.0) -> np.ndarray:
+    """A textured background with a moving square; ``decay`` > 0 fades contrast over time."""
+    rng = np.random.default_rng(seed)
+    bg = rng.integers(0, 256, (h, w, 3)).astype(np.float32)
+    bg = (bg + np.roll(bg, 1, 0) + np.roll(bg, 1, 1)) / 3
+    out = np.zeros((t, h, w, 3), np.uint8)
+    for i in range(t):
+        f = np.roll(bg, i * speed // 2, axis=1).copy()
+        y, x = (10 + i * speed) % max(1, h - 30), (20 + 2 * i * speed) % max(1, w - 40)
+        f[y:y + 30, x:x + 40] = (220, 60, 90)
+        f += rng.normal(0, 4, f.shape)
+        if decay:
+            f = 128 + (f - 128) * max(0.0, 1 - decay * i)
+        out[i] = np.clip(f, 0, 255).astype(np.uint8)
+    return out

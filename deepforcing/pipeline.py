@@ -1,0 +1,314 @@
+"""One generation point: prompts -> latents (engine + policy) -> streamed pixels -> mp4 + metrics.
+
+Library code, typed dataclasses only. A :class:`Runtime` keeps the loaded backbone, text encoder
+(with its embedding cache), VAE and metric models for the life of the process, keyed by what they
+were loaded from, so a sweep loads each once.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from deepforcing.engine import Engine, RolloutConfig
+from deepforcing.errors import ConfigError
+from deepforcing.knobs import apply_knobs
+from deepforcing.model import CausalWan, preset
+from deepforcing.policies import build_policy
+from deepforcing.video import VideoWriter
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Which backbone to run. ``kind="tiny"`` needs no files (seeded random weights)."""
+
+    kind: str = "tiny"
+    config: str = "tiny"  # ModelConfig preset
+    weights_root: str | None = None
+    checkpoint: str | None = None  # explicit generator file (overrides the kind's default location)
+    lora: str | None = None
+    lora_mode: str = "merged"
+    dtype: str = "float32"
+    device: str = "auto"
+    seed: int = 0  # random weights of the tiny kind
+
+    def validate(self) -> None:
+        if self.dtype not in DTYPES:
+            raise ConfigError(f"model.dtype {self.dtype!r}: choose one of {', '.join(DTYPES)}")
+        preset(self.config)
+        if self.lora_mode not in ("merged", "unmerged"):
+            raise ConfigError(f"model.lora_mode {self.lora_mode!r}: choose merged or unmerged")
+
+    def torch_device(self) -> torch.device:
+        if self.device == "auto":
+            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        return torch.device(self.device)
+
+
+@dataclass(frozen=True)
+class PointConfig:
+    """Everything that determines one sweep point's outputs."""
+
+    model: ModelSpec = field(default_factory=ModelSpec)
+    method: str = "rolling_window"  # a policy preset (deepforcing.policies.presets) or policy name
+    knobs: tuple[tuple[str, Any], ...] = ()  # sweep knobs: sink_ratio, rope_align, compression, budget, recent
+    rollout: RolloutConfig = field(default_factory=RolloutConfig)
+    prompts: tuple[str, ...] = ()
+    fps: float = 16.0
+    metrics: tuple[str, ...] = ("temporal_flickering",)
+    segment_seconds: float = 5.0
+    crf: int = 23
+
+    def validate(self) -> None:
+        """All checks that need no model: raises one ConfigError."""
+        self.model.validate()
+        self.rollout.validate()
+        if not self.prompts:
+            raise ConfigError("no prompts: give at least one prompt (prompts=... or a prompt file)")
+        for i, p in enumerate(self.prompts):
+            if not p or not p.strip():
+                raise ConfigError(f"prompt {i} is empty; remove it or fill it in")
+        cfg = preset(self.model.config)
+        cfg.check_latent_hw(self.rollout.latent_hw or cfg.latent_hw)
+        self.build_policy()  # raises on bad policy settings
+        from deepforcing.metrics import METRICS
+
+        for m in self.metrics:
+            METRICS.check(m)
+
+    def build_policy(self):
+        name, kwargs = apply_knobs(self.method, **dict(self.knobs))
+        try:
+            return build_policy(name, **kwargs)
+        except TypeError as e:
+            raise ConfigError(f"method {self.method!r} ({name}) does not take these settings: {e}") from None
+
+    def semantic(self) -> dict:
+        """The resolved settings that decide the outputs (the identity of the point): the policy
+        appears as the settings it actually runs with, however the knobs were spelled."""
+        d = asdict(self)
+        d.pop("knobs")
+        policy = self.build_policy().describe()
+        policy.pop("sink_ratio", None)  # only a way to give the sink size, which is resolved here
+        d["policy"] = policy
+        d["prompts"] = list(self.prompts)
+        return d
+
+
+class Runtime:
+    """Process-wide cache of loaded models, keyed by what they were loaded from."""
+
+    def __init__(self):
+        self._models: dict[Any, Any] = {}
+        self.loads: dict[str, int] = {}
+
+    def _get(self, kind: str, key: Any, build: Callable[[], Any]) -> Any:
+        if (kind, key) not in self._models:
+            self._models[(kind, key)] = build()
+            self.loads[kind] = self.loads.get(kind, 0) + 1
+        return self._models[(kind, key)]
+
+    def engine(self, spec: ModelSpec) -> Engine:
+        return self._get("backbone", spec, lambda: Engine(build_backbone(spec)))
+
+    def text_encoder(self, spec: ModelSpec, cache_dir: str | None = None):
+        from deepforcing.text import CachedTextEncoder, RandomTextEncoder
+
+        def build():
+            cfg = preset(spec.config)
+            if spec.kind == "tiny":
+                enc = RandomTextEncoder(cfg.text_len, cfg.text_dim, seed=spec.seed)
+            else:
+                from deepforcing.weights import weights_for
+
+                w = weights_for(spec)
+                from deepforcing.text import UMT5TextEncoder
+
+                enc = UMT5TextEncoder(w.text_encoder, w.tokenizer, text_len=cfg.text_len,
+                                      device=spec.torch_device())
+            return CachedTextEncoder(enc, cache_dir) if cache_dir else enc
+
+        return self._get("text", (spec.kind, spec.config, spec.weights_root, spec.seed, cache_dir), build)
+
+    def vae(self, spec: ModelSpec):
+        from deepforcing.vae import TinyVAE, WanVAE
+
+        def build():
+            cfg = preset(spec.config)
+            if spec.kind == "tiny":
+                return TinyVAE(latent_channels=cfg.in_dim, stride=cfg.vae_stride, seed=spec.seed)
+            from deepforcing.weights import weights_for
+
+            return WanVAE(weights_for(spec).vae, device=spec.torch_device())
+
+        return self._get("vae", (spec.kind, spec.config, spec.weights_root, spec.seed), build)
+
+    def scorer(self, metrics: tuple[str, ...], segment_seconds: float):
+        from deepforcing.metrics.config import DriftConfig, EvalConfig
+        from deepforcing.metrics.scorer import Scorer
+
+        def build():
+            return Scorer(EvalConfig(dimensions=metrics, drift=DriftConfig(segment_seconds=segment_seconds),
+                                     progress=False))
+
+        return self._get("metrics", (metrics, segment_seconds), build)
+
+
+def build_backbone(spec: ModelSpec) -> CausalWan:
+    """Construct the backbone and load its weights (random for the tiny kind)."""
+    spec.validate()
+    cfg = preset(spec.config)
+    device, dtype = spec.torch_device(), DTYPES[spec.dtype]
+    if spec.kind == "tiny":
+        gen = torch.Generator().manual_seed(spec.seed)
+        model = CausalWan(cfg)
+        with torch.no_grad():
+            for p in model.parameters():
+                p.copy_(torch.randn(p.shape, generator=gen) * 0.1)
+        return model.to(device, dtype).eval()
+    from deepforcing.loading import load_generator
+    from deepforcing.weights import weights_for
+
+    w = weights_for(spec)
+    with torch.device("meta"):
+        model = CausalWan(cfg)
+    model = model.to_empty(device=device).to(dtype)
+    load_generator(model, w.generator, kind=spec.kind, lora=w.lora, lora_mode=spec.lora_mode)
+    return model.eval()
+
+
+def prompt_slug(index: int, prompt: str) -> str:
+    words = "".join(c if c.isalnum() else "_" for c in prompt.lower()[:40]).strip("_")
+    return f"{index:04d}_{words}"
+
+
+def generate_video(
+    runtime: Runtime, point: PointConfig, prompt: str, video_path: Path, name: str,
+    on_chunk: Callable[[Any], None] | None = None,
+) -> dict:
+    """Generate one video, streaming decode -> mp4 and -> metrics. Returns its record."""
+    spec = point.model
+    engine = runtime.engine(spec)
+    encoder = runtime.text_encoder(spec)
+    ctx = encoder.encode([prompt]).to(engine.model.device)
+    text = engine.model.text_state(ctx)
+    decoder = runtime.vae(spec).stream(output="uint8")
+    scorer = runtime.scorer(point.metrics, point.segment_seconds) if point.metrics else None
+    from deepforcing.metrics.scorer import StreamingScorer
+
+    stream = StreamingScorer(scorer, point.fps, prompt=prompt, layout="TCHW", name=name) if scorer else None
+    policy = point.build_policy()
+    chunks: list[dict] = []
+    tic = time.perf_counter()
+    with VideoWriter(video_path, fps=point.fps, crf=point.crf) as writer:
+        def callback(event):
+            frames = decoder.push(event.latents.float())[0]  # [T, 3, H, W] uint8
+            writer.write(frames.permute(0, 2, 3, 1))
+            if stream is not None:
+                stream.push(frames)
+            chunks.append({"index": event.index, "seconds": event.seconds, **event.diagnostics})
+            if on_chunk is not None:
+                on_chunk(event)
+
+        engine.generate(text, policy, point.rollout, callback=callback)
+    seconds = time.perf_counter() - tic
+    result = stream.finalize() if stream is not None else None
+    return {
+        "prompt": prompt,
+        "video": video_path.name,
+        "frames": writer.frames,
+        "seconds": seconds,
+        "fps": writer.frames / seconds if seconds else None,
+        "metrics": result.to_dict() if result is not None else None,
+        "diagnostics": chunks,
+    }
+
+
+def metric_versions(metrics: tuple[str, ...]) -> dict[str, str]:
+    from deepforcing.metrics import SPECS
+
+    return {m: SPECS[m].version for m in metrics}
+
+
+def summarize(records: list[dict], metrics: tuple[str, ...]) -> dict:
+    """Per-point means over videos of every metric's long score and drift, plus throughput."""
+    out: dict[str, Any] = {"videos": len(records)}
+    for m in metrics:
+        vals, drift, errors = [], [], []
+        for r in records:
+            dim = ((r.get("metrics") or {}).get("dimensions") or {}).get(m)
+            if dim is None or dim.get("error"):
+                errors.append(r["video"])
+                continue
+            vals.append(dim["score"])
+            if (dim.get("drift") or {}).get("abs_delta") is not None:
+                drift.append(dim["drift"]["abs_delta"])
+        out[m] = sum(vals) / len(vals) if vals else None
+        out[f"{m}/abs_drift"] = sum(drift) / len(drift) if drift else None
+        if errors:
+            out[f"{m}/errors"] = errors
+    secs = sum(r["seconds"] for r in records)
+    out["fps"] = sum(r["frames"] for r in records) / secs if secs else None
+    return out
+
+
+def run_point(
+    point: PointConfig, runtime: Runtime, root: str | os.PathLike, sweep: str,
+    progress: bool = True, logger: Any = None,
+) -> dict:
+    """Generate and score every prompt of ``point`` into the store; resumable and atomic.
+
+    Returns the summary (also written to ``summary.json``). A failing point records ``error.json``
+    and re-raises.
+    """
+    import traceback
+
+    from tqdm.auto import tqdm
+
+    from deepforcing.store import PointStore, point_key
+
+    point.validate()
+    semantic = point.semantic()
+    versions = metric_versions(point.metrics)
+    key = point_key(semantic, versions)
+    store = PointStore(root, sweep, key)
+    if store.done:
+        from deepforcing.store import read_json
+
+        return {**read_json(store.dir / "summary.json"), "skipped": True}
+    store.start({"key": key, "method": point.method, "knobs": dict(point.knobs), "config": semantic,
+                 "metric_versions": versions})
+    if logger is not None:
+        logger.start(key, semantic)
+    try:
+        names = [prompt_slug(i, p) for i, p in enumerate(point.prompts)]
+        bar = tqdm(list(zip(names, point.prompts, strict=True)), desc=f"{point.method} [{key[:8]}]",
+                   disable=not progress, unit="video")
+        for name, prompt in bar:
+            if store.video_done(name):
+                continue
+            mp4, _ = store.video_paths(name)
+            on_chunk = (lambda ev, n=name: logger.chunk(n, ev)) if logger is not None else None
+            record = generate_video(runtime, point, prompt, mp4, name, on_chunk=on_chunk)
+            store.save_video_record(name, record)
+            if logger is not None:
+                logger.video(name, record, mp4)
+        records = store.video_records()
+        summary = {"key": key, "method": point.method, "knobs": dict(point.knobs), **summarize(records, point.metrics)}
+        store.finish(summary)
+        if logger is not None:
+            logger.finish(summary)
+        return summary
+    except Exception as e:
+        store.fail(f"{type(e).__name__}: {e}", traceback.format_exc())
+        if logger is not None:
+            logger.fail(str(e))
+        raise

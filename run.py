@@ -19,6 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 from deepforcing.engine import RolloutConfig
 from deepforcing.errors import ConfigError
 from deepforcing.knobs import latent_frames_for_seconds
+from deepforcing.loggers import make_logger
 from deepforcing.model import preset
 from deepforcing.pipeline import ModelSpec, PointConfig, Runtime, run_point
 
@@ -67,7 +68,9 @@ def point_from_cfg(cfg: DictConfig) -> PointConfig:
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
 def main(cfg: DictConfig) -> dict:
     point = point_from_cfg(cfg)
-    summary = run_point(point, RUNTIME, cfg.out_dir, cfg.sweep)
+    lcfg = OmegaConf.to_container(cfg.logger, resolve=True)
+    logger = make_logger(lcfg.pop("kind"), group=cfg.sweep, **lcfg)
+    summary = run_point(point, RUNTIME, cfg.out_dir, cfg.sweep, logger=logger)
     status = "skipped (done)" if summary.get("skipped") else "done"
     metrics = ", ".join(f"{m}={summary[m]:.4f}" for m in point.metrics if summary.get(m) is not None)
     log.info("%s %s %s: %s videos, %s, %.1f FPS", status, point.method, dict(point.knobs), summary["videos"],

@@ -97,6 +97,9 @@ class LazyStateDict(Mapping[str, torch.Tensor]):
     def __getitem__(self, key: str) -> torch.Tensor:
         return self._entries[key][0]()
 
+    def __contains__(self, key: object) -> bool:  # Mapping's default would read the tensor
+        return key in self._entries
+
     def __iter__(self) -> Iterator[str]:
         return iter(self._entries)
 
@@ -740,6 +743,43 @@ def load_generator(
     return report
 
 
+def build_generator(
+    kind: str,
+    weights=None,
+    dtype: torch.dtype = torch.float32,
+    device: str | torch.device = "cpu",
+    lora_mode: Literal["merged", "unmerged"] = "merged",
+    lora_alpha: float | None = None,
+    seed: int = 0,
+) -> tuple[CausalWan, LoadReport | None]:
+    """The generator of model ``kind`` (see :mod:`deepforcing.weights`), built from its config.json.
+
+    Its files are checked first (one WeightsError naming everything missing). The model is created
+    on the meta device and materialised directly in ``dtype`` on ``device``, so the only full copy
+    is the loaded one. ``kind="tiny"`` returns the random tiny model (``seed``) and no report.
+    """
+    from deepforcing.model import tiny
+    from deepforcing.weights import WeightsConfig
+
+    if kind == "tiny":
+        torch.manual_seed(seed)
+        return CausalWan(tiny()).to(device=device, dtype=dtype).eval(), None
+    weights = weights or WeightsConfig()
+    files = weights.check(kind, components=("generator",))
+    with torch.device("meta"):
+        model = CausalWan(model_config(files["wan.config"]))
+    persistent = set(model.state_dict())
+    transient = [n for n, _ in model.named_buffers() if n not in persistent]
+    if transient:  # a buffer the checkpoint does not restore would stay uninitialised on to_empty
+        raise WeightsError(f"cannot materialise from meta: non-persistent buffers {transient}")
+    model = model.to(dtype).to_empty(device=device)
+    lora = weights.lora(kind)
+    report = load_generator(
+        model, weights.generator(kind), kind=kind, lora=lora, lora_mode=lora_mode, lora_alpha=lora_alpha
+    )
+    return model.eval(), report
+
+
 # ----------------------------------------------------------------------------------------------
 # Writing (tests, conversions)
 
@@ -816,11 +856,3 @@ def unwrap_lora_keys(model: nn.Module) -> dict[str, torch.Tensor]:
     """The model's state dict with unmerged LoRA layers shown as their base weights (for comparisons)."""
     return {k.replace(".base_layer.", "."): v for k, v in model.state_dict().items() if ".lora_" not in k}
 
-
-__all__ = [
-    "GENERATOR_KEYS", "LazyStateDict", "LoRALinear", "LoadReport", "apply_lora_unmerged", "check_lora",
-    "check_state_dict", "diffusers_to_wan", "infer_dims", "load_generator", "lora_ranks",
-    "merge_lora", "model_config", "normalize_key", "normalize_keys", "read_config", "read_lora",
-    "read_state_dict", "save_model_folder", "save_state_dict", "select_generator", "unwrap_lora_keys",
-    "wan_to_diffusers",
-]

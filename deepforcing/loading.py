@@ -177,8 +177,8 @@ def _torch_load(path: Path) -> object:
     except Exception as e:  # noqa: BLE001 - re-raised with what to do
         raise WeightsError(
             f"{path}: cannot be read as a torch checkpoint with weights_only=True ({type(e).__name__}: {e}). "
-            "Expected a .pt/.pth of tensors (e.g. self_forcing_dmd.pt); a file holding other Python "
-            "objects must be re-saved as a plain state dict."
+            "Expected a torch .pt/.pth of tensors (e.g. self_forcing_dmd.pt): check that the download is complete; "
+            "a checkpoint that also pickles other Python objects must be re-saved as a plain state dict."
         ) from e
     # Legacy (non-zip) serialisation cannot be memory-mapped; read it normally.
     try:

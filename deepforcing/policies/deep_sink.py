@@ -85,6 +85,7 @@ class DeepSink(CachePolicy):
         self.span = FrameSpan(0, geom.chunk_frames)
         self.rolled = False
         self.positions_used: dict[str, list[int]] = {}
+        self.sink_positions: list[list[int]] = [[] for _ in range(geom.num_layers)]  # per layer, commit pass
 
     # --- membership ------------------------------------------------------------------------
     def make_room(self, cache: KVCache, span: FrameSpan) -> bool:
@@ -128,6 +129,8 @@ class DeepSink(CachePolicy):
             kv.shift_rotation(torch.nonzero(is_sink).flatten(), off - self.applied[layer])
             self.applied[layer] = off
         t[is_sink] += off
+        if step.phase.is_commit:
+            self.sink_positions[layer] = sorted(set(t[is_sink].tolist()))
         if layer == 0 and step.phase.is_commit:
             self.positions_used = {
                 TAG_NAMES[tag]: sorted(set(t[kv.tag[: kv.n] == tag].tolist())) for tag in TAG_NAMES
@@ -138,5 +141,6 @@ class DeepSink(CachePolicy):
     def diagnostics(self, cache: KVCache, span: FrameSpan) -> dict:
         d = super().diagnostics(cache, span)
         d.update(rolled=self.rolled, sink_offset=self.offset if self.align == "code" else None,
-                 positions={k: v for k, v in self.positions_used.items() if v})
+                 positions={k: v for k, v in self.positions_used.items() if v},
+                 sink_positions=[list(p) for p in self.sink_positions])
         return d

@@ -104,7 +104,8 @@ class ParticipativeCompression(DeepSink):
         super().reset(geom)
         self.queries: list[torch.Tensor | None] = [None] * geom.num_layers
         self.compress_now = False
-        self.selected: dict[int, list[int]] = {}
+        self.selected: dict = {}  # layer 0's last compression
+        self.selected_layers: list[dict] = [{} for _ in range(geom.num_layers)]  # every layer's last compression
         self.compressions = 0
 
     # --- membership ------------------------------------------------------------------------
@@ -232,13 +233,18 @@ class ParticipativeCompression(DeepSink):
         kv.tag[top] = COMPRESSED
         if self.reuse_cap is not None:
             kv.aux["reuse"][top] += 1
-        if layer == 0:
-            self.selected = {"augmented_index": top.tolist(), "frames": kv.frame[top].tolist(),
-                             "candidates": len(cand), "augmented_tokens": n + pending}
-            self.compressions += 1
+        info = {"augmented_index": top.tolist(), "frames": kv.frame[top].tolist(),
+                "candidates": len(cand), "augmented_tokens": n + pending}
         kv.keep(keep)
+        if self.reuse_cap is not None:
+            info["reuse"] = kv.aux["reuse"][: kv.n].tolist()  # per kept cached slot, after this selection
+        self.selected_layers[layer] = info
+        if layer == 0:
+            self.selected = info
+            self.compressions += 1
 
     def diagnostics(self, cache: KVCache, span: FrameSpan) -> dict:
         d = super().diagnostics(cache, span)
-        d.update(compressed=self.compress_now, topc=self.selected if self.compress_now else None)
+        d.update(compressed=self.compress_now, topc=self.selected if self.compress_now else None,
+                 topc_layers=[dict(x) for x in self.selected_layers] if self.compress_now else None)
         return d

@@ -3,6 +3,9 @@ import torch
 
 from deepforcing.model import CausalWan, tiny
 
+# The tiny test models are far faster on one thread (and CI machines have two cores).
+torch.set_num_threads(1)
+
 
 def random_model(cfg=None, seed: int = 0, std: float = 0.1) -> CausalWan:
     """A tiny backbone whose every parameter is random (so outputs depend on all weights)."""

@@ -1,0 +1,176 @@
+"""The Hydra harness: knobs reach policies, bad overrides fail early, sweeps resume after SIGKILL."""
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+
+from deepforcing.errors import ConfigError
+from deepforcing.knobs import USES, apply_knobs
+from deepforcing.pipeline import prompt_slug
+from deepforcing.policies.presets import PRESETS
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+import run  # noqa: E402
+
+FAST = ["num_frames=12", "logger=none", "metrics=[temporal_flickering]"]
+
+
+def composed(overrides):
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(version_base="1.3", config_dir=str(ROOT / "conf")):
+        return compose("config", overrides=overrides)
+
+
+KNOB_VALUES = {"sink_ratio": 0.25, "rope_align": "code", "budget": 15, "recent": 5}
+PARAM = {"sink_ratio": "sink", "rope_align": "align", "budget": "budget", "recent": "recent"}
+EXPECT = {"sink_ratio": 5, "rope_align": "code", "budget": 15, "recent": 5}
+
+
+@pytest.mark.parametrize("preset", sorted(PRESETS))
+@pytest.mark.parametrize("knob", sorted(KNOB_VALUES))
+def test_every_knob_reaches_the_policy_of_every_preset_that_uses_it(preset, knob):
+    cfg = composed([f"method={preset}", f"{knob}={KNOB_VALUES[knob]}"])
+    policy_name, _ = apply_knobs(preset)
+    if policy_name in USES[knob]:
+        point = run.point_from_cfg(cfg)
+        policy = point.build_policy()
+        assert getattr(policy, PARAM[knob]) == EXPECT[knob]
+        assert point.semantic()["policy"][PARAM[knob]] == EXPECT[knob]
+    else:
+        with pytest.raises(ConfigError, match=knob):
+            run.point_from_cfg(cfg)
+
+
+@pytest.mark.parametrize("compression, policy, select", [
+    ("none", "deep_sink", None), ("participative", "participative_compression", "attention"),
+    ("random", "participative_compression", "random"), ("snapkv", "participative_compression", "snapkv"),
+])
+def test_compression_knob(compression, policy, select):
+    for preset in ("deep_sink", "deep_forcing"):
+        point = run.point_from_cfg(composed([f"method={preset}", f"compression={compression}"]))
+        desc = point.build_policy().describe()
+        assert desc["policy"] == policy and desc.get("select") == select
+        assert desc["sink"] == 10
+
+
+def test_length_s_sets_latent_frames():
+    point = run.point_from_cfg(composed(["length_s=30"]))
+    assert point.rollout.num_frames == 123  # 4*122+1 = 489 pixel frames >= 480 = 30 s at 16 fps
+
+
+def run_cli(args, tmp_path, timeout=600):
+    env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true", "PYTHONUNBUFFERED": "1"}
+    return subprocess.run([sys.executable, str(ROOT / "run.py"), *args, f"out_dir={tmp_path}"],
+                          capture_output=True, text=True, timeout=timeout, env=env, cwd=ROOT)
+
+
+@pytest.mark.parametrize("override, msg", [
+    ("sink_ratoi=0.3", "sink_ratoi"),
+    ("sink_ratio=1.5", "sink_ratio must lie in [0, 1)"),
+    ("method=deep_forcin", "deep_forcin"),
+    ("rope_align=sideways", "rope_align='sideways'"),
+    ("budget=8", "budget 8 < sink 10 + recent 4"),
+    ("num_frames=20", "multiple of the chunk"),
+    ("prompts.list=['  ']", "prompt 0 is empty"),
+])
+def test_wrong_overrides_fail_when_the_config_is_built(override, msg):
+    """Every check runs in point_from_cfg, which loads no model."""
+    with pytest.raises(Exception) as info:
+        run.point_from_cfg(composed([override]))
+    assert msg in str(info.value)
+
+
+def test_cli_reports_a_bad_override_without_writing_results(tmp_path):
+    r = run_cli([*FAST, "sink_ratio=1.5"], tmp_path)
+    assert r.returncode != 0
+    assert "sink_ratio must lie in [0, 1)" in r.stderr + r.stdout
+    made = [p for p in tmp_path.rglob("*") if p.is_file() and ".hydra" not in p.parts]
+    assert made == []  # nothing written to the results store
+
+
+def points(tmp_path, sweep="default"):
+    out = []
+    for d in sorted((tmp_path / sweep).iterdir()):
+        if (d / "point.json").exists():
+            out.append((d, json.loads((d / "point.json").read_text())))
+    return out
+
+
+def test_sink_ratio_sweep_makes_two_points(tmp_path):
+    r = run_cli(["-m", "sink_ratio=0.25,0.5", "num_frames=30", "logger=none"], tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    pts = points(tmp_path)
+    assert len(pts) == 2
+    (da, a), (db, b) = pts
+    assert {a["knobs"]["sink_ratio"], b["knobs"]["sink_ratio"]} == {0.25, 0.5}
+    ca, cb = dict(a["config"]), dict(b["config"])
+    pa, pb = ca.pop("policy"), cb.pop("policy")
+    assert ca == cb  # everything but the policy's sink is the same
+    assert {k: v for k, v in pa.items() if k != "sink"} == {k: v for k, v in pb.items() if k != "sink"}
+    sinks = {}
+    for d, p in pts:
+        rec = json.loads(next((d / "videos").glob("*.json")).read_text())
+        last = rec["diagnostics"][-1]
+        sinks[p["knobs"]["sink_ratio"]] = len(last["positions"]["sink"])  # frames the policy used as sink
+    assert sinks == {0.25: 5, 0.5: 10}
+
+
+def test_sigkill_and_resume(tmp_path):
+    """Kill a sweep at a random moment, rerun: every point completes once, nothing partial remains."""
+    args = ["-m", "sink_ratio=0.25,0.5", "num_frames=24", "logger=none"]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen([sys.executable, str(ROOT / "run.py"), *args, f"out_dir={tmp_path}"], cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    # wait until the first video file is being written, then kill at a random moment
+    deadline = time.time() + 300
+    while time.time() < deadline and not list(tmp_path.rglob("*.mp4")) and not list(tmp_path.rglob(".*partial*")):
+        time.sleep(0.05)
+    time.sleep(random.uniform(0.0, 3.0))
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    r = run_cli(args, tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    pts = points(tmp_path)
+    assert len(pts) == 2
+    for d, _ in pts:
+        assert (d / "summary.json").exists() and not (d / "error.json").exists()
+        videos = sorted(p.name for p in (d / "videos").iterdir())
+        prompts = json.loads((d / "point.json").read_text())["config"]["prompts"]
+        names = [prompt_slug(i, p) for i, p in enumerate(prompts)]
+        assert videos == sorted(f"{n}.{ext}" for n in names for ext in ("json", "mp4"))
+        assert json.loads((d / "summary.json").read_text())["videos"] == 2
+    leftovers = [p for p in tmp_path.rglob("*") if "partial" in p.name or p.name.endswith(".tmp")]
+    assert leftovers == []
+
+
+def test_wandb_offline_runs_read_back_by_wandb(tmp_path):
+    r = run_cli(["num_frames=12", "logger=wandb", "logger.mode=offline"], tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    runs = [p for p in (tmp_path / "wandb" / "wandb").glob("offline-run-*") if p.is_dir()]
+    assert len(runs) == 1
+    out = subprocess.run([sys.executable, "-m", "wandb", "leet", "inspect", "--json", str(runs[0])],
+                         capture_output=True, text=True, timeout=120)
+    records = [json.loads(line) for line in out.stdout.splitlines() if line.strip().startswith("{")]
+    kinds = {rec.get("type") for rec in records}
+    assert {"run", "history", "summary"} <= kinds
+    run_rec = next(rec for rec in records if rec.get("type") == "run")
+    assert run_rec["run"]["run_group"] == "default" and run_rec["run"]["job_type"] == "deep_forcing"
+    hist = [rec["history"] for rec in records if rec.get("type") == "history"]
+    assert any("chunk/cache_frames" in json.dumps(h) for h in hist)
+
+
+def test_submitit_local_launcher(tmp_path):
+    r = run_cli(["-m", "cluster=submitit_local", "sink_ratio=0.25,0.5", *FAST], tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert len(points(tmp_path)) == 2
+    assert all((d / "summary.json").exists() for d, _ in points(tmp_path))

@@ -300,3 +300,4 @@ class BlockRollout:
 
 ROLLOUTS = Registry("rollout")
 ROLLOUTS.register("block", "deepforcing.engine:BlockRollout")
+ROLLOUTS.register("rolling", "deepforcing.policies.rolling_forcing:RollingForcingRollout")

@@ -11,6 +11,7 @@ POLICIES.register("rolling_window", "deepforcing.policies.rolling_window:Rolling
 POLICIES.register("attention_sink", "deepforcing.policies.attention_sink:AttentionSink")
 POLICIES.register("deep_sink", "deepforcing.policies.deep_sink:DeepSink")
 POLICIES.register("participative_compression", "deepforcing.policies.participative:ParticipativeCompression")
+POLICIES.register("rolling_forcing", "deepforcing.policies.rolling_forcing:RollingForcingAnchor")
 
 
 def build_policy(name: str, **kwargs):

@@ -31,6 +31,8 @@ PRESETS: dict[str, tuple[str, dict]] = {
     "pc_recency": ("participative_compression", dict(PAPER_PC, select="recency")),
     "pc_h2o": ("participative_compression", dict(PAPER_PC, select="h2o")),
     "pc_snapkv": ("participative_compression", dict(PAPER_PC, select="snapkv")),
+    "rolling_forcing": ("rolling_forcing", dict(anchor=3, max_attention=21, capacity=24,
+                                                commit_anchor_quirk=True, window_noise_quirk=True)),
 }
 
 SOURCES = {
@@ -51,6 +53,9 @@ SOURCES = {
     "pc_recency": "ablation: keep the newest candidates",
     "pc_h2o": "ablation: H2O-style accumulated attention",
     "pc_snapkv": "ablation: SnapKV-style pooled observation-window scores",
+    "rolling_forcing": "Rolling Forcing (TencentARC/RollingForcing a1477d0): 3-frame anchor re-indexed before the "
+                       "working frames, 24-frame cache, 21-frame attention, reference quirks on; run it with "
+                       "RolloutConfig(rollout='rolling', steps=(1000, 800, 600, 400, 200))",
 }
 
 

@@ -1,0 +1,248 @@
+"""Rolling Forcing (TencentARC/RollingForcing): joint rolling-window denoising and a re-indexed anchor.
+
+**Rollout** (:class:`RollingForcingRollout`, registered as ``rollout="rolling"``). With ``W`` denoising
+steps the window holds ``W`` chunks at staggered noise levels: a chunk enters the window as fresh
+noise at ``steps[0]``, moves one level per window and leaves after ``steps[W-1]``. Window ``w`` covers
+chunks ``[max(0, w-W+1), min(n-1, w)]`` (``n + W - 1`` windows for ``n`` chunks); chunk ``c`` sits at
+level ``w - c``. Each window is **one** forward with per-frame timesteps over all its frames, which
+attend to each other bidirectionally. Afterwards every chunk but the one at the last level is
+re-noised to its next level, the window's x0 is written to the output (so a chunk's final value
+comes from the window in which it is the oldest), and a clean pass at ``context_noise`` over the
+window's **oldest** chunk commits that chunk's keys and values.
+
+**Policy** (:class:`RollingForcingAnchor`). The first ``anchor`` frames are an attention anchor that
+is never evicted; the cache holds ``capacity`` frames (anchor included) and evicts the oldest
+non-anchor frames. A denoising forward over frames ``[q0, q0 + F)`` reads the anchor plus the last
+``n_work = min(available, max_attention - F - anchor)`` committed frames, with the working frames at
+their absolute positions and the anchor re-indexed right before them: ``[q0 - n_work - S, q0 - n_work)``
+(S = anchor frames). Keys are cached un-rotated, so the anchor is rotated exactly wherever it sits.
+
+Reference quirks (both on by default, for exact reproduction):
+
+- ``commit_anchor_quirk``: the clean commit pass reads the last ``max_attention`` frames of the cache
+  (its own chunk included) at absolute positions; the anchor is read (at its natural position 0)
+  only while it lies inside that slice, i.e. until more than ``max_attention`` frames are cached.
+  Off: the commit pass reads like a denoising forward (re-indexed anchor plus working frames).
+- ``window_noise_quirk`` (``rng="reference"`` only): each chunk's re-noising draws a Gaussian of the
+  **whole window's** shape and uses only that chunk's slice. Off: one chunk-shaped draw per chunk.
+
+Deviation, by design: for videos shorter than the window (fewer than ``W`` chunks) the reference
+loop feeds fresh noise and the noisiest levels to a window that is both its first and its last; here
+every chunk always sits at level ``w - c``. For ``n >= W`` chunks both agree.
+"""
+
+from __future__ import annotations
+
+import time
+
+import torch
+
+from deepforcing.cache import ANCHOR, Geometry, KVCache, LayerKV
+from deepforcing.errors import ConfigError
+from deepforcing.policies.base import CachePolicy, Context, FrameSpan, Phase, Step, evict_oldest
+from deepforcing.scheduler import FlowMatch
+
+
+def _distinct(frames: torch.Tensor) -> torch.Tensor:
+    """Distinct values of a slot-ordered frame-id vector, in order of first appearance."""
+    if not frames.numel():
+        return frames
+    first = torch.ones_like(frames, dtype=torch.bool)
+    first[1:] = frames[1:] != frames[:-1]
+    return frames[first]
+
+
+class RollingForcingAnchor(CachePolicy):
+    name = "rolling_forcing"
+
+    def __init__(self, anchor: int = 3, max_attention: int = 21, capacity: int = 24,
+                 commit_anchor_quirk: bool = True, window_noise_quirk: bool = True):
+        super().__init__()
+        if capacity <= 0 or max_attention <= 0:
+            raise ConfigError(f"{self.name}: capacity and max_attention must be positive, "
+                              f"got capacity={capacity}, max_attention={max_attention}")
+        if not 0 <= anchor < capacity:
+            raise ConfigError(f"{self.name}: need 0 <= anchor < capacity, got anchor={anchor}, capacity={capacity}")
+        if anchor >= max_attention:
+            raise ConfigError(f"{self.name}: the anchor ({anchor} frames) leaves no room in "
+                              f"max_attention={max_attention}")
+        self.anchor, self.max_attention, self.capacity = anchor, max_attention, capacity
+        self.commit_anchor_quirk, self.window_noise_quirk = commit_anchor_quirk, window_noise_quirk
+        self._layout: dict = {}
+
+    # --- configuration ---------------------------------------------------------------------
+    def capacity_frames(self, geom: Geometry) -> int:
+        return self.capacity
+
+    def check_window(self, geom: Geometry, frames: int) -> None:
+        """Raise ConfigError unless one forward over ``frames`` query frames fits ``max_attention``
+        together with the anchor."""
+        if self.max_attention < frames + self.anchor:
+            raise ConfigError(
+                f"{self.name}: a {frames}-frame forward plus the {self.anchor}-frame anchor exceeds "
+                f"max_attention={self.max_attention}; raise max_attention to at least {frames + self.anchor} "
+                "or use fewer denoising steps (the rolling window has one chunk per step)"
+            )
+
+    def validate(self, geom: Geometry) -> None:
+        super().validate(geom)
+        if self.capacity - self.anchor < geom.chunk_frames:
+            raise ConfigError(
+                f"{self.name}: capacity {self.capacity} minus the {self.anchor}-frame anchor leaves no room "
+                f"for a {geom.chunk_frames}-frame chunk"
+            )
+        self.check_window(geom, geom.chunk_frames)
+
+    def reset(self, geom: Geometry) -> None:
+        super().reset(geom)
+        self._layout = {}
+
+    # --- hooks -----------------------------------------------------------------------------
+    def begin_chunk(self, cache: KVCache, span: FrameSpan) -> None:
+        """Before the forward whose oldest chunk is ``span``: drop a stale copy of ``span`` (the warm-up
+        windows re-commit chunk 0), then the oldest non-anchor frames until ``span`` fits."""
+        kv0 = cache.layers[0]
+        cached = kv0.frames()
+        stale = cached[(cached >= span.start) & (cached < span.stop)]
+        if stale.numel():
+            for kv in cache.layers:
+                kv.evict_frames(stale)
+        protected = int((kv0.frames() < self.anchor).sum())
+        evict_oldest(cache, span, self.capacity, protected=protected)
+
+    def _working_layout(self, kv: LayerKV, span: FrameSpan) -> tuple[Context, dict]:
+        """Anchor (re-indexed) + the last working frames before ``span`` (own tokens follow)."""
+        f = kv.frame[: kv.n]
+        is_anchor = f < self.anchor
+        anchor_slots = torch.nonzero(is_anchor).flatten()
+        other = torch.nonzero(~is_anchor & (f < span.start)).flatten()
+        other_frames = _distinct(f[other])
+        n_work = max(0, min(len(other_frames), self.max_attention - span.frames - self.anchor))
+        work_slots = other[torch.isin(f[other], other_frames[len(other_frames) - n_work:])]
+        anchor_frames = torch.unique(f[anchor_slots])
+        anchor_start = span.start - n_work - len(anchor_frames)
+        anchor_time = anchor_start + torch.searchsorted(anchor_frames, f[anchor_slots])
+        slots = torch.cat([anchor_slots, work_slots])
+        k_time = torch.cat([anchor_time, f[work_slots]])
+        layout = {"q_start": span.start, "q_frames": span.frames, "n_work": n_work,
+                  "anchor_frames": len(anchor_frames),
+                  "anchor_start": anchor_start if len(anchor_frames) else None,
+                  "key_frames": len(anchor_frames) + n_work + span.frames}
+        return Context(slots=slots, k_time=k_time), layout
+
+    def _commit_quirk_layout(self, kv: LayerKV, span: FrameSpan) -> Context:
+        """The reference clean pass: the last ``max_attention`` frames of (cache + own chunk), absolute."""
+        frames = kv.frames()
+        room = max(0, self.max_attention - span.frames)
+        if room >= len(frames):
+            return Context()
+        keep = frames[len(frames) - room:]
+        return Context(slots=torch.nonzero(torch.isin(kv.frame[: kv.n], keep)).flatten())
+
+    def context(self, layer: int, kv: LayerKV, step: Step) -> Context:
+        if kv.n == 0:
+            if layer == 0 and step.phase.kind == "denoise":
+                self._layout = {"q_start": step.span.start, "q_frames": step.span.frames, "n_work": 0,
+                                "anchor_frames": 0, "anchor_start": None, "key_frames": step.span.frames}
+            return Context()
+        if step.phase.kind == "commit" and self.commit_anchor_quirk:
+            return self._commit_quirk_layout(kv, step.span)
+        ctx, layout = self._working_layout(kv, step.span)
+        if layer == 0 and step.phase.kind == "denoise":
+            self._layout = layout  # reported by diagnostics()
+        return ctx
+
+    def commit(self, layer: int, kv: LayerKV, step: Step) -> None:
+        kv.commit()
+        used = slice(0, kv.n)
+        kv.tag[used][kv.frame[used] < self.anchor] = ANCHOR
+
+    def diagnostics(self, cache: KVCache, span: FrameSpan) -> dict:
+        return {**super().diagnostics(cache, span), **{f"denoise_{k}": v for k, v in self._layout.items()}}
+
+
+class RollingForcingRollout:
+    """Rolling Forcing's joint rolling-window denoising (see the module docstring).
+
+    RNG: ``rng="per_chunk"`` draws chunk ``c``'s initial noise and its re-noising after level ``a``
+    from ``(seed, c, a + 1)``, independent of the window; ``rng="reference"`` replays the reference
+    order from one generator: the whole initial noise, then per window, oldest chunk first, one draw
+    per chunk that is not at its last level (of the window's shape when the policy's
+    ``window_noise_quirk`` is on, as in the reference; else of the chunk's shape).
+    """
+
+    def __init__(self, engine, policy: CachePolicy, rc, geom: Geometry):
+        self.engine, self.policy, self.rc, self.geom = engine, policy, rc, geom
+        self.sched = FlowMatch(shift=rc.shift)
+        self.steps = self.sched.step_list(rc.steps, warp=rc.warp)
+        self.window_chunks = len(self.steps)
+        self.window_frames = self.window_chunks * rc.chunk_frames
+        check = getattr(policy, "check_window", None)
+        if check is not None:
+            check(geom, self.window_frames)
+        self.window_noise = bool(getattr(policy, "window_noise_quirk", True))
+        self.span_frames = max(self.window_frames, policy.max_recache_frames(geom))
+
+    def windows(self) -> list[tuple[int, int]]:
+        """(first chunk, last chunk) of every window, inclusive."""
+        n, w = self.geom.num_chunks, self.window_chunks
+        return [(max(0, i - w + 1), min(n - 1, i)) for i in range(n + w - 1)]
+
+    def call(self, x, t, text, span, phase):
+        from deepforcing.engine import ForwardRecord, per_frame
+
+        flow = self.engine.forward(x, t, text, self.cache, self.policy, span, phase)
+        if self.trace is not None:
+            self.trace(ForwardRecord(span, phase, x, per_frame(t, x), flow))
+        return flow
+
+    def _renoise_draw(self, noise, chunk: int, level: int, pos: int, window_shape: tuple[int, ...]) -> torch.Tensor:
+        """Noise that moves ``chunk`` (at offset ``pos`` chunks into the window) past ``level``."""
+        if noise.mode != "reference":
+            return noise.step(chunk, level)
+        cf = self.rc.chunk_frames
+        if self.window_noise:
+            eps = torch.randn(window_shape, generator=noise.gen, dtype=noise.dtype, device=noise.device)
+            return eps[:, pos * cf : (pos + 1) * cf]
+        b, _, *rest = window_shape
+        return torch.randn((b, cf, *rest), generator=noise.gen, dtype=noise.dtype, device=noise.device)
+
+    def run(self, schedule, cache: KVCache, noise, out: torch.Tensor, callback, trace) -> torch.Tensor:
+        from deepforcing.engine import ChunkEvent, per_frame
+
+        if len(schedule.segments) != 1:
+            raise ConfigError("the rolling rollout supports a single prompt; a window spans several chunks, "
+                              "so prompt switches are not defined for it")
+        text = schedule.segments[0][1]
+        self.cache, self.trace = cache, trace
+        rc, policy, sched, steps, cf = self.rc, self.policy, self.sched, self.steps, self.rc.chunk_frames
+        last_level = self.window_chunks - 1
+        noisy: dict[int, torch.Tensor] = {}  # chunk -> latents at its next level
+        tic = time.perf_counter()
+        for w, (first, last) in enumerate(self.windows()):
+            chunks = range(first, last + 1)
+            span = FrameSpan(first * cf, len(chunks) * cf)
+            oldest = FrameSpan(first * cf, cf)
+            policy.begin_chunk(cache, oldest)
+            x = torch.cat([noise.initial(c) if c == w else noisy.pop(c) for c in chunks], dim=1)
+            levels = [w - c for c in chunks]
+            t = torch.tensor([steps[a] for a in levels], dtype=torch.float32).repeat_interleave(cf)
+            t = t[None].expand(x.shape[0], -1)
+            flow = self.call(x, t, text, span, Phase("denoise", 0, steps[levels[-1]]))
+            x0 = sched.flow_to_x0(flow, x, t)
+            out[:, span.start : span.stop] = x0
+            for pos, (c, a) in enumerate(zip(chunks, levels, strict=True)):
+                if a == last_level:
+                    continue
+                eps = self._renoise_draw(noise, c, a, pos, tuple(x0.shape))
+                xc = x0[:, pos * cf : (pos + 1) * cf]
+                noisy[c] = sched.add_noise(xc, eps, per_frame(steps[a + 1], xc))
+            clean = x0[:, :cf]
+            self.call(clean, rc.context_noise, text, oldest, Phase("commit", 0, rc.context_noise))
+            policy.end_chunk(cache, oldest)
+            if levels[0] == last_level:
+                if callback is not None:
+                    callback(ChunkEvent(first, self.geom.num_chunks, oldest, clean, time.perf_counter() - tic,
+                                        policy.log[-1] if policy.log else {}))
+                tic = time.perf_counter()
+        return out

@@ -157,14 +157,25 @@ class LayerKV:
         self.k_rot.index_copy_(1, sd, self.rope.rotate_temporal(self.k_rot.index_select(1, sd), float(delta)))
         self.rot_t[slots] += delta
 
-    def commit(self, count: int | None = None, tag: int = RECENT) -> None:
-        """Turn the first ``count`` staged tokens (default: all) into cached slots."""
-        count = self.pending if count is None else count
+    def commit(self, count: int | None = None, tag: int = RECENT, skip: int = 0) -> None:
+        """Turn ``count`` staged tokens (default: all after ``skip``) into cached slots, dropping the
+        first ``skip`` staged tokens (a forward whose leading frames are queries only)."""
+        if not 0 <= skip <= self.pending:
+            raise ValueError(f"cannot skip {skip} of {self.pending} staged tokens")
+        count = self.pending - skip if count is None else count
+        if skip + count > self.pending:
+            raise ValueError(f"cannot commit {count} tokens after skipping {skip} of {self.pending} staged")
         if self.n + count > self.capacity:
             raise RuntimeError(
                 f"cache overflow: {self.n} cached + {count} new tokens > capacity {self.capacity}; "
                 "the policy must evict before committing"
             )
+        if skip and count:
+            src, dst = slice(self.n + skip, self.n + skip + count), slice(self.n, self.n + count)
+            for buf in (self.k_raw, self.k_rot, self.v):
+                buf[:, dst] = buf[:, src].clone()
+            for meta in (self.frame, self.h, self.w, self.tag, self.rot_t, *self.aux.values()):
+                meta[dst] = meta[src].clone()
         self.tag[self.n : self.n + count] = tag
         self.n += count
         self.pending = 0

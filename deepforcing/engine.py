@@ -290,7 +290,7 @@ class BlockRollout:
         def recache(first: int, count: int) -> None:
             if count <= 0:
                 return
-            if not 0 <= first and first + count <= span.start:
+            if not (0 <= first and first + count <= span.start):
                 raise ValueError(f"re-cache frames [{first}, {first + count}) are not all generated yet")
             t = self.rc.context_noise
             self.call(out[:, first : first + count], t, text, FrameSpan(first, count), Phase("recache", 0, t))

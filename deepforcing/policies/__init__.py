@@ -10,6 +10,7 @@ POLICIES.register("full_cache", "deepforcing.policies.full_cache:FullCache")
 POLICIES.register("rolling_window", "deepforcing.policies.rolling_window:RollingWindow")
 POLICIES.register("attention_sink", "deepforcing.policies.attention_sink:AttentionSink")
 POLICIES.register("deep_sink", "deepforcing.policies.deep_sink:DeepSink")
+POLICIES.register("longlive", "deepforcing.policies.longlive:LongLive")
 POLICIES.register("participative_compression", "deepforcing.policies.participative:ParticipativeCompression")
 POLICIES.register("rolling_forcing", "deepforcing.policies.rolling_forcing:RollingForcingAnchor")
 

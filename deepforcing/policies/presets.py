@@ -33,6 +33,7 @@ PRESETS: dict[str, tuple[str, dict]] = {
     "pc_snapkv": ("participative_compression", dict(PAPER_PC, select="snapkv")),
     "rolling_forcing": ("rolling_forcing", dict(anchor=3, max_attention=21, capacity=24,
                                                 commit_anchor_quirk=True, window_noise_quirk=True)),
+    "longlive": ("longlive", dict(sink=3, window=12, global_sink=True)),
 }
 
 SOURCES = {
@@ -56,6 +57,8 @@ SOURCES = {
     "rolling_forcing": "Rolling Forcing (TencentARC/RollingForcing a1477d0): 3-frame anchor re-indexed before the "
                        "working frames, 24-frame cache, 21-frame attention, reference quirks on; run it with "
                        "RolloutConfig(rollout='rolling', steps=(1000, 800, 600, 400, 200))",
+    "longlive": "LongLive-1.0 (NVlabs/LongLive 2462895) configs/longlive_inference.yaml: local_attn_size 12, "
+                "sink_size 3, global_sink true; KV re-cache on prompt switch",
 }
 
 

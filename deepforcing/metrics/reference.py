@@ -52,12 +52,23 @@ def submodules(dim: str, files: dict[str, Path], dino_repo: str | Path | None = 
 
 
 @contextlib.contextmanager
-def _offline_env(dim: str, files: dict[str, Path]):
-    """Point vbench and torch.hub at local files for the duration of one reference run."""
+def _offline_env(dim: str, files: dict[str, Path], viclip_eval: bool = True):
+    """Point vbench and torch.hub at local files for the duration of one reference run.
+
+    ``viclip_eval``: vbench 0.1.5 never calls ``.eval()`` on ViCLIP, so its DropPath layers (rates up to
+    0.1) stay active and overall-consistency scores change from run to run. With ``viclip_eval=True``
+    (default) the reference puts the model in eval mode, the deterministic definition we implement;
+    nothing else in vbench's function changes.
+    """
     undo = []
     if dim == "overall_consistency":
         quiet_viclip_import()
         import vbench.overall_consistency as oc
+
+        if viclip_eval:
+            orig = oc.ViCLIP
+            oc.ViCLIP = lambda **kw: orig(**kw).eval()
+            undo.append(lambda: setattr(oc, "ViCLIP", orig))
 
         bpe = files.get("viclip_bpe")
         ctx = cache_dir_with_bpe(bpe)
@@ -82,14 +93,15 @@ def _offline_env(dim: str, files: dict[str, Path]):
 
 
 def vbench_scores(dim: str, videos: list[str], files: dict[str, Path], device: str = "cpu",
-                  prompts: list[str] | None = None, dino_repo=None, **kwargs) -> list[float]:
+                  prompts: list[str] | None = None, dino_repo=None, viclip_eval: bool = True,
+                  **kwargs) -> list[float]:
     """Per-video scores from vbench's ``compute_<dim>`` on ``videos`` (mp4 paths), in order."""
     import importlib
 
     name = SPECS[dim].vbench_name
     if name is None:
         raise ValueError(f"vbench has no reference function for {dim!r}")
-    with _offline_env(dim, files), tempfile.TemporaryDirectory(prefix="vbench_ref_") as tmp:
+    with _offline_env(dim, files, viclip_eval), tempfile.TemporaryDirectory(prefix="vbench_ref_") as tmp:
         info = [{"prompt_en": (prompts[i] if prompts else "none"), "dimension": [name], "video_list": [v]}
                 for i, v in enumerate(videos)]
         jp = Path(tmp) / "full_info.json"

@@ -9,6 +9,7 @@ for the duration of the import, so nothing is downloaded.
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
 import sys
 import tempfile
@@ -40,12 +41,19 @@ def quiet_viclip_import():
         from vbench.third_party.ViCLIP.viclip import ViCLIP
 
         return ViCLIP
+    # the tokenizer module keeps this path as its default (ViCLIP's text tower builds a tokenizer from
+    # it), so it must outlive the import: a fixed folder in the temp dir, holding a copy of the vocabulary
+    d = Path(tempfile.gettempdir()) / "deepforcing_vbench_bpe"
+    (d / "ViCLIP").mkdir(parents=True, exist_ok=True)
+    if not (d / "ViCLIP" / BPE).is_file():
+        tmp = d / "ViCLIP" / (BPE + f".{os.getpid()}")
+        shutil.copy(_clip_pkg_bpe(), tmp)
+        os.replace(tmp, d / "ViCLIP" / BPE)
     old = vu.CACHE_DIR
-    with cache_dir_with_bpe() as d:
-        vu.CACHE_DIR = d
-        try:
-            import vbench.overall_consistency  # noqa: F401
-            from vbench.third_party.ViCLIP.viclip import ViCLIP  # noqa: F401
-        finally:
-            vu.CACHE_DIR = old
+    vu.CACHE_DIR = str(d)
+    try:
+        import vbench.overall_consistency  # noqa: F401
+        from vbench.third_party.ViCLIP.viclip import ViCLIP  # noqa: F401
+    finally:
+        vu.CACHE_DIR = old
     return ViCLIP

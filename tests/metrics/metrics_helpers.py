@@ -12,8 +12,9 @@ from deepforcing.metrics.weights import WEIGHT_FILES
 
 
 class RandomWeights:
-    def __init__(self, root: Path):
+    def __init__(self, root: Path, full_size: bool = False):
         self.root = Path(root)
+        self.full_size = full_size
         self._done: set[str] = set()
 
     def path(self, key: str) -> Path:
@@ -28,32 +29,46 @@ class RandomWeights:
         return {k: self.path(k) for k in SPECS[dim].weights}
 
     # -- writers ---------------------------------------------------------------------------------
-    @staticmethod
-    def _torchscript_clip(name: str, p: Path) -> None:
-        """An OpenAI-style TorchScript archive: ``clip.load`` reads its state dict and rebuilds the model."""
+    #: CLIP towers are reduced (2 layers, width 128) unless full_size=True; the file format, the loader
+    #: (clip.load -> build_model, which infers the architecture from the state dict) and the code path are
+    #: the same as for the released ViT-B/32 and ViT-L/14. Patch size, resolution and embedding width
+    #: (512 / 768, which the aesthetic head needs) are the real ones.
+    full_size: bool = False
+
+    def _torchscript_clip(self, name: str, p: Path, embed_dim: int, patch: int) -> None:
+        """An OpenAI-style TorchScript archive (fp16): ``clip.load`` reads its state dict and rebuilds the model."""
         import open_clip
+        from open_clip.model import CLIPTextCfg, CLIPVisionCfg
 
         torch.manual_seed(1)
-        model = open_clip.create_model(name, pretrained=None)
-        # fp16, as OpenAI ships them (clip.load casts back to float32 on CPU)
+        if self.full_size:
+            model = open_clip.create_model(name, pretrained=None)
+        else:
+            model = open_clip.model.CLIP(
+                embed_dim=embed_dim,
+                vision_cfg=CLIPVisionCfg(layers=2, width=128, patch_size=patch, image_size=224),
+                text_cfg=CLIPTextCfg(context_length=77, vocab_size=49408, width=128, heads=2, layers=1),
+                quick_gelu=True,
+            )
         sd = {k: (v.half() if v.is_floating_point() else v).detach().clone() for k, v in model.state_dict().items()}
-        # open_clip's random init leaves a few tensors (e.g. logit_scale) at constants; add the
-        # OpenAI-only buffers clip.build_model expects
-        sd["input_resolution"] = torch.tensor(224)
+        sd["input_resolution"] = torch.tensor(224)  # buffers the OpenAI archives carry
         sd["context_length"] = torch.tensor(77)
         sd["vocab_size"] = torch.tensor(49408)
-        holder = _Holder(sd)
-        torch.jit.save(torch.jit.script(holder), str(p))
+        torch.jit.save(torch.jit.script(_Holder(sd)), str(p))
 
     def _make_clip_vit_b32(self, p: Path) -> None:
-        self._torchscript_clip("ViT-B-32-quickgelu", p)
+        self._torchscript_clip("ViT-B-32-quickgelu", p, 512, 32)
 
     def _make_clip_vit_l14(self, p: Path) -> None:
-        self._torchscript_clip("ViT-L-14-quickgelu", p)
+        self._torchscript_clip("ViT-L-14-quickgelu", p, 768, 14)
 
     def _make_aesthetic_head(self, p: Path) -> None:
         torch.manual_seed(2)
-        torch.save(torch.nn.Linear(768, 1).state_dict(), p)
+        head = torch.nn.Linear(768, 1)
+        with torch.no_grad():  # spread the scores (~N(5, 3)) so an equality check is not trivially met
+            head.weight.normal_(0, 3.0)
+            head.bias.fill_(5.0)
+        torch.save(head.state_dict(), p)
 
     def _make_dino_vitb16(self, p: Path) -> None:
         import timm
@@ -67,7 +82,10 @@ class RandomWeights:
 
         torch.manual_seed(4)
         m = MUSIQ(pretrained=False, num_class=1)
-        torch.save({"params": m.state_dict()}, p)
+        with torch.no_grad():  # MOS around 50 with a real spread, so equality checks can fail
+            m.head.weight.normal_(0, 2.0)
+            m.head.bias.fill_(50.0)
+        torch.save(m.state_dict(), p)  # plain state dict, as pyiqa loads it (no weight key)
 
     def _make_amt_s(self, p: Path) -> None:
         import vbench
@@ -96,10 +114,19 @@ class RandomWeights:
         torch.manual_seed(7)
         m = ViCLIP(tokenizer=SimpleTokenizer(str(self.path("viclip_bpe"))), pretrain=None)
         sd = m.state_dict()
-        for k, v in sd.items():  # the constructor leaves some tensors uninitialised (torch.empty)
-            if v.is_floating_point() and not torch.isfinite(v).all() or v.abs().max() > 1e4:
-                sd[k] = torch.randn_like(v) * 0.02
-        torch.save({"model": sd}, p)
+        # the constructor leaves several tensors uninitialised (torch.empty: often all zeros, e.g. the
+        # vision projection, which makes every embedding 0 and the cosine NaN); give them values
+        for k, v in sd.items():
+            if not v.is_floating_point() or v.numel() <= 1:
+                continue
+            bad = not torch.isfinite(v).all() or v.abs().max() > 1e4 or v.std() == 0
+            if not bad:
+                continue
+            if k.endswith("weight") and ("ln" in k or "norm" in k):
+                sd[k] = 1 + 0.02 * torch.randn_like(v)
+            else:
+                sd[k] = 0.02 * torch.randn_like(v)
+        torch.save({"model": {k: v.half() if v.is_floating_point() else v for k, v in sd.items()}}, p)
 
     def _make_viclip_bpe(self, p: Path) -> None:
         import shutil

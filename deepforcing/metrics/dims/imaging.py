@@ -1,0 +1,39 @@
+"""Imaging quality: MUSIQ-SPAQ (pyiqa's architecture) per frame, VBench's resize rule, mean / 100."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from ..protocol import Span
+from ..specs import SPECS
+from .base import Metric, VideoContext, batched
+
+
+class ImagingQuality(Metric):
+    spec = SPECS["imaging_quality"]
+
+    def __init__(self, files: dict[str, Path], device: str, cfg):
+        super().__init__(files, device, cfg)
+        from pyiqa.archs.musiq_arch import MUSIQ
+
+        self.model = MUSIQ(pretrained_model_path=str(files["musiq_spaq"])).to(device)
+        self.model.eval()  # VBench sets model.training = False; MUSIQ has no active dropout, same outputs
+
+    def prepare(self, ctx: VideoContext, spans: list[Span]) -> None:
+        from vbench.imaging_quality import transform
+
+        todo = self._missing(ctx, "musiq", {i for s in spans for i in range(s.start, s.end)})
+        # MUSIQ's multiscale patching differs per image size only, so frames of one video batch together
+        for b in batched(todo, max(1, min(self.cfg.batch_size, 8))):
+            x = transform(ctx.float_tchw(b), self.cfg.imaging_preprocess).to(self.device)
+            with torch.no_grad():
+                s = self.model(x).reshape(-1)
+            for i, v in zip(b, s, strict=True):
+                ctx.cache["musiq"][i] = float(v)
+
+    def score(self, ctx: VideoContext, span: Span) -> float:
+        self.check_span(span)
+        c = ctx.cache["musiq"]
+        return sum(c[i] for i in range(span.start, span.end)) / span.length / 100.0

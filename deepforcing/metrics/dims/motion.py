@@ -1,0 +1,67 @@
+"""Motion smoothness: AMT-S (vbench's vendored network and loader) interpolates each odd frame from its
+even neighbours; score = (255 - mean |real - interpolated|) / 255 over the clip.
+
+Interpolations are cached per frame pair, so overlapping clips, segments and windows reuse them; pairs
+are batched.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..protocol import Span
+from ..specs import SPECS
+from .base import Metric, VideoContext, batched
+
+
+class MotionSmoothness(Metric):
+    spec = SPECS["motion_smoothness"]
+
+    def __init__(self, files: dict[str, Path], device: str, cfg):
+        super().__init__(files, device, cfg)
+        import vbench
+        from vbench.motion_smoothness import MotionSmoothness as VBenchMS
+
+        amt_cfg = str(Path(vbench.__file__).parent / "third_party/amt/cfgs/AMT-S.yaml")
+        self.vb = VBenchMS(amt_cfg, str(files["amt_s"]), device)  # loads the network as vbench does
+
+    def _scale(self, h: int, w: int) -> float:
+        vb = self.vb  # VBench's memory-based rescaling rule (scale 1 on CPU and on large GPUs)
+        scale = vb.anchor_resolution / (h * w) * np.sqrt((vb.vram_avail - vb.anchor_memory_bias) / vb.anchor_memory)
+        scale = 1 if scale > 1 else scale
+        return 1 / np.floor(1 / np.sqrt(scale) * 16) * 16
+
+    def _pairs(self, span: Span) -> list[int]:
+        """Left frame i of each (i, i+2) pair whose middle frame i+1 the clip compares."""
+        return [i for i in range(span.start, span.end - 2, 2)]
+
+    def prepare(self, ctx: VideoContext, spans: list[Span]) -> None:
+        from vbench.third_party.amt.utils.utils import InputPadder, img2tensor, tensor2img
+
+        todo = self._missing(ctx, "amt", {i for s in spans for i in self._pairs(s)})
+        if not todo:
+            return
+        h, w = ctx.hw
+        scale = self._scale(h, w)
+        padder = InputPadder((1, 3, h, w), int(16 / scale))
+        frames = ctx.frames
+        for b in batched(todo, 4):
+            x0 = torch.cat([img2tensor(frames[i].numpy()) for i in b]).to(self.device)
+            x1 = torch.cat([img2tensor(frames[i + 2].numpy()) for i in b]).to(self.device)
+            x0, x1 = padder.pad(x0, x1)
+            embt = self.vb.embt.expand(len(b), 1, 1, 1)
+            with torch.no_grad():
+                pred = self.vb.model(x0, x1, embt, scale_factor=scale, eval=True)["imgt_pred"]
+            pred = padder.unpad(pred.cpu())
+            for k, i in enumerate(b):
+                img = tensor2img(pred[k : k + 1])
+                real = frames[i + 1].numpy()
+                ctx.cache["amt"][i] = float(np.mean(np.abs(real.astype(np.int16) - img.astype(np.int16))))
+
+    def score(self, ctx: VideoContext, span: Span) -> float:
+        self.check_span(span)
+        diffs = [ctx.cache["amt"][i] for i in self._pairs(span)]
+        return (255.0 - float(np.mean(np.array(diffs)))) / 255.0

@@ -1,0 +1,98 @@
+"""Subject consistency: VBench's first/previous-frame formula on DINO ViT-B/16 CLS features.
+
+Backbone: when a clone of facebookresearch/dino sits where VBench's local mode keeps it
+(``<cache>/dino_model/facebookresearch_dino_main``, or ``weights['dino_repo']``), the network is built
+from it exactly as vbench does (``torch.hub.load(..., source='local')``). Otherwise timm's ViT-B/16 (the
+same architecture and state-dict keys) runs with DINO's own position-embedding interpolation for the
+non-square inputs VBench feeds (shorter side 224, aspect kept), so both paths agree (see tests).
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from ..protocol import Span
+from ..specs import SPECS
+from ..weights import default_cache_dir
+from .base import Metric, VideoContext, batched, consistency
+
+
+class TimmDino(torch.nn.Module):
+    """timm ViT-B/16 fed like DINO's VisionTransformer: patch conv (floors partial patches), CLS token,
+    position embeddings resized with DINO's bicubic ``scale_factor`` rule, blocks, norm, CLS output."""
+
+    def __init__(self, state_dict: dict):
+        super().__init__()
+        import timm
+
+        self.vit = timm.create_model("vit_base_patch16_224", pretrained=False, num_classes=0)
+        self.vit.load_state_dict(state_dict, strict=True)
+        for blk in self.vit.blocks:  # explicit softmax(QK^T)V, as DINO computes it
+            blk.attn.fused_attn = False
+
+    def pos_embed(self, h: int, w: int) -> torch.Tensor:
+        pe = self.vit.pos_embed
+        n = pe.shape[1] - 1
+        h0, w0 = h // 16, w // 16
+        s = int(math.sqrt(n))
+        if h0 * w0 == n and h == w:  # DINO's test is on pixel sizes, not on the patch grid
+            return pe
+        grid = pe[:, 1:].reshape(1, s, s, -1).permute(0, 3, 1, 2)
+        grid = F.interpolate(grid, scale_factor=((h0 + 0.1) / s, (w0 + 0.1) / s), mode="bicubic")
+        grid = grid.permute(0, 2, 3, 1).reshape(1, -1, pe.shape[-1])
+        return torch.cat((pe[:, :1], grid), dim=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, _, h, w = x.shape
+        t = self.vit.patch_embed.proj(x).flatten(2).transpose(1, 2)
+        t = torch.cat((self.vit.cls_token.expand(b, -1, -1), t), dim=1)
+        t = t + self.pos_embed(h, w)
+        t = self.vit.norm(self.vit.blocks(t))
+        return t[:, 0]
+
+
+@functools.lru_cache(maxsize=2)
+def load_dino(weights: str, repo: str | None, device: str) -> torch.nn.Module:
+    sd = torch.load(weights, map_location="cpu")
+    if repo:
+        model = torch.hub.load(repo, "dino_vitb16", source="local", pretrained=False)
+        model.load_state_dict(sd, strict=True)
+    else:
+        model = TimmDino(sd)
+    return model.to(device).eval()
+
+
+class SubjectConsistency(Metric):
+    spec = SPECS["subject_consistency"]
+
+    def __init__(self, files: dict[str, Path], device: str, cfg):
+        super().__init__(files, device, cfg)
+        repo = cfg.weights.get("dino_repo")
+        if repo is None:
+            base = Path(cfg.cache_dir).expanduser() if cfg.cache_dir else default_cache_dir()
+            cand = base / "dino_model" / "facebookresearch_dino_main"
+            repo = str(cand) if (cand / "hubconf.py").is_file() else None
+        self.backend = "dino_repo" if repo else "timm"
+        self.model = load_dino(str(files["dino_vitb16"]), repo, device)
+
+    def prepare(self, ctx: VideoContext, spans: list[Span]) -> None:
+        from vbench.utils import dino_transform
+
+        tf = dino_transform(224)
+        todo = self._missing(ctx, "dino", {i for s in spans for i in range(s.start, s.end)})
+        for b in batched(todo, self.cfg.batch_size):
+            x = tf(ctx.float_tchw(b)).to(self.device)
+            with torch.no_grad():
+                f = F.normalize(self.model(x), dim=-1, p=2)
+            for i, row in zip(b, f, strict=True):
+                ctx.cache["dino"][i] = row
+
+    def score(self, ctx: VideoContext, span: Span) -> float:
+        self.check_span(span)
+        total, n = consistency(torch.stack([ctx.cache["dino"][i] for i in range(span.start, span.end)]))
+        return total / n

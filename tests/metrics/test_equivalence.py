@@ -1,0 +1,153 @@
+"""Our fast paths against vbench 0.1.5's own ``compute_<dimension>`` functions, same files, same random
+weights written in VBench's formats. Bound: |ours - vbench| <= 1e-5 per video (imaging on VBench's /100
+scale). Each case also checks that the reference scores of the two videos differ by more than the bound,
+so agreement is not an artefact of a constant output."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+from metrics_helpers import synthetic_frames
+
+from deepforcing.metrics.config import ClipProtocol, DriftConfig, EvalConfig
+from deepforcing.metrics.reference import long_reference, vbench_scores
+from deepforcing.metrics.scorer import Scorer
+from deepforcing.metrics.video import write_lossless
+
+TOL = 1e-5
+PROMPTS = ["a red square moves over a textured wall", "a cat"]
+
+
+@pytest.fixture(scope="module")
+def eq_videos(tmp_path_factory) -> list[str]:
+    d = tmp_path_factory.mktemp("eq")
+    return [
+        str(write_lossless(d / "v1.mp4", synthetic_frames(8, 128, 160, 0), 8)),
+        str(write_lossless(d / "v2.mp4", synthetic_frames(7, 136, 128, 1, speed=9), 8)),
+    ]
+
+
+def ours(dim, files, paths, prompts=None, **cfg):
+    sc = Scorer(EvalConfig(dimensions=(dim,), weights={k: str(v) for k, v in files.items()},
+                           clips=ClipProtocol(enabled=False), drift=DriftConfig(enabled=False),
+                           progress=False, **cfg))
+    assert dim in sc.metrics, sc.skipped
+    res = [sc.score_file(p, q) for p, q in zip(paths, prompts or [None] * len(paths), strict=True)]
+    for r in res:
+        assert r.dimensions[dim].error is None, r.dimensions[dim].error
+    return [r.score(dim) for r in res], sc
+
+
+def check(dim, a, ref):
+    diffs = [abs(x - y) for x, y in zip(a, ref, strict=True)]
+    print(f"{dim}: ours={a} vbench={ref} max|diff|={max(diffs):.3g}")
+    assert max(diffs) <= TOL, (dim, a, ref)
+    assert abs(ref[0] - ref[1]) > 10 * TOL or dim == "dynamic_degree", "reference scores do not discriminate"
+
+
+@pytest.mark.parametrize("dim", ["background_consistency", "aesthetic_quality", "imaging_quality",
+                                 "motion_smoothness"])
+def test_equivalence(dim, eq_videos, random_weights):
+    files = random_weights.files(dim)
+    ref = vbench_scores(dim, eq_videos, files)
+    if dim == "imaging_quality":
+        ref = [r / 100 for r in ref]  # vbench reports MOS per video and divides the mean by 100
+    a, _ = ours(dim, files, eq_videos)
+    check(dim, a, ref)
+
+
+def test_dynamic_degree_equivalence_and_pair_scores(eq_videos, random_weights):
+    """The binary decision, and (stronger) every RAFT pair score, against vbench's DynamicDegree."""
+    from easydict import EasyDict
+    from vbench.dynamic_degree import DynamicDegree
+    from vbench.third_party.RAFT.core.utils_core.utils import InputPadder
+
+    files = random_weights.files("dynamic_degree")
+    paths = eq_videos[:1]
+    ref = vbench_scores("dynamic_degree", paths, files)
+    a, sc = ours("dynamic_degree", files, paths)
+    assert a == ref
+    # vbench's own pieces on the same file: its frame reader, padder, network call and get_score
+    vb = DynamicDegree(EasyDict(model=str(files["raft_things"]), small=False, mixed_precision=False,
+                                alternate_corr=False), "cpu")
+    frames = vb.get_frames(paths[0])
+    ref_pairs = []
+    with torch.no_grad():
+        for i1, i2 in zip(frames[:-1], frames[1:], strict=True):
+            p = InputPadder(i1.shape)
+            i1, i2 = p.pad(i1, i2)
+            _, flow = vb.model(i1, i2, iters=20, test_mode=True)
+            ref_pairs.append(vb.get_score(i1, flow))
+    from deepforcing.metrics.dims.base import VideoContext
+    from deepforcing.metrics.protocol import Span
+    from deepforcing.metrics.video import decode
+
+    v = decode(paths[0])
+    ctx = VideoContext(v.frames, v.fps)
+    m = sc.metrics["dynamic_degree"]
+    m.prepare(ctx, [Span(0, v.num_frames)])
+    got = m.pair_scores(ctx, Span(0, v.num_frames))
+    print("raft pair scores", got, ref_pairs)
+    assert len(got) == len(ref_pairs) == 7
+    assert max(abs(x - y) for x, y in zip(got, ref_pairs, strict=True)) <= 1e-4 * max(1.0, max(ref_pairs))
+
+
+def test_background_consistency_long_protocol(random_weights, tmp_path):
+    """VBench-Long: per-clip scores equal vbench's function on each clip file, long score = their mean."""
+    files = random_weights.files("background_consistency")
+    path = str(write_lossless(tmp_path / "long.mp4", synthetic_frames(20, 128, 128, 6, speed=5), 8))
+    long_ref, clip_ref = long_reference("background_consistency", path, files, 2.0)
+    sc = Scorer(EvalConfig(dimensions=("background_consistency",), weights={k: str(v) for k, v in files.items()},
+                           drift=DriftConfig(enabled=False), progress=False))
+    d = sc.score_file(path).dimensions["background_consistency"]
+    assert [(c["start_frame"], c["end_frame"]) for c in d.clips] == [(0, 16), (4, 20)]
+    assert max(abs(c["score"] - r) for c, r in zip(d.clips, clip_ref, strict=True)) <= TOL
+    assert abs(d.score - long_ref) <= TOL
+
+
+def _dino_repo() -> Path | None:
+    p = os.environ.get("DEEPFORCING_DINO_REPO")
+    return Path(p) if p and (Path(p) / "hubconf.py").is_file() else None
+
+
+@pytest.mark.skipif(_dino_repo() is None, reason="vbench builds DINO from a clone of facebookresearch/dino "
+                    "(torch.hub local); set DEEPFORCING_DINO_REPO to one to run this check")
+@pytest.mark.parametrize("backend", ["timm", "dino_repo"])
+def test_subject_consistency_equivalence(backend, eq_videos, random_weights):
+    files = random_weights.files("subject_consistency")
+    ref = vbench_scores("subject_consistency", eq_videos, files, dino_repo=_dino_repo())
+    w = {"dino_repo": str(_dino_repo())} if backend == "dino_repo" else {}
+    sc = Scorer(EvalConfig(dimensions=("subject_consistency",), weights={**{k: str(v) for k, v in files.items()}, **w},
+                           clips=ClipProtocol(enabled=False), drift=DriftConfig(enabled=False), progress=False))
+    assert sc.metrics["subject_consistency"].backend == backend
+    check("subject_consistency", [sc.score_file(p).score("subject_consistency") for p in eq_videos], ref)
+
+
+def test_timm_dino_matches_timm_on_square_input(random_weights):
+    """Without DINO's repo: our DINO-style forward equals timm's own ViT forward where no position
+    interpolation happens (224x224), and differs from a naive resize for non-square inputs is not needed."""
+    import timm
+
+    from deepforcing.metrics.dims.subject import TimmDino
+
+    sd = torch.load(random_weights.path("dino_vitb16"), map_location="cpu")
+    ours_m = TimmDino(sd).eval()
+    ref = timm.create_model("vit_base_patch16_224", pretrained=False, num_classes=0).eval()
+    ref.load_state_dict(sd)
+    x = torch.randn(2, 3, 224, 224)
+    with torch.no_grad():
+        assert torch.allclose(ours_m(x), ref.forward_features(x)[:, 0], atol=1e-5)
+        y = ours_m(torch.randn(1, 3, 224, 398))  # non-square: interpolated position embeddings
+    assert y.shape == (1, 768) and torch.isfinite(y).all()
+
+
+@pytest.mark.slow
+def test_overall_consistency_equivalence(eq_videos, random_weights):
+    """ViCLIP is a full ViT-L (no smaller variant exists in vbench), so this is the slowest check."""
+    files = random_weights.files("overall_consistency")
+    ref = vbench_scores("overall_consistency", eq_videos, files, prompts=PROMPTS)
+    a, _ = ours("overall_consistency", files, eq_videos, PROMPTS)
+    check("overall_consistency", a, ref)

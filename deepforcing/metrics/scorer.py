@@ -178,8 +178,12 @@ class Scorer:
         ):
             from .slowfast import fuse
 
-            out.drift["slow_fast"] = fuse(metric, ctx, out, self.cfg)
-            out.score = out.drift["slow_fast"]["fused"]
+            try:
+                out.drift["slow_fast"] = fuse(metric, ctx, out, self.cfg)
+                out.score = out.drift["slow_fast"]["fused"]
+            except Exception as e:
+                out.error = f"{spec.name}: slow-fast fusion failed: {e}"
+                out.score = None
         out.seconds = time.perf_counter() - t0
         return out
 

@@ -151,3 +151,33 @@ def test_overall_consistency_equivalence(eq_videos, random_weights):
     ref = vbench_scores("overall_consistency", eq_videos, files, prompts=PROMPTS)
     a, _ = ours("overall_consistency", files, eq_videos, PROMPTS)
     check("overall_consistency", a, ref)
+
+
+def test_slow_fast_fusion_hand_computed(random_weights, tmp_path):
+    """fused = 0.5 * in-clip + 0.5 * table(clip-to-clip), with the clip-to-clip score from the first frames."""
+    from deepforcing.metrics.config import SlowFastConfig
+    from deepforcing.metrics.slowfast import map_score
+
+    assert map_score({0.0: 0.2, 1.0: 0.8}, 0.5) == pytest.approx(0.5)
+    assert map_score({0.2: 0.3, 0.4: 0.7}, 0.1) == 0.3 and map_score({0.2: 0.3, 0.4: 0.7}, 0.9) == 0.7
+    table = tmp_path / "bg.yaml"
+    table.write_text("0.0: 0.5\n1.0: 0.9\n")
+    files = random_weights.files("background_consistency")
+    path = str(write_lossless(tmp_path / "v.mp4", synthetic_frames(40, 128, 128, 8, speed=5), 8))
+    base = dict(dimensions=("background_consistency",), weights={k: str(v) for k, v in files.items()},
+                drift=DriftConfig(enabled=False), progress=False)
+    plain = Scorer(EvalConfig(**base)).score_file(path).dimensions["background_consistency"]
+    fused = Scorer(EvalConfig(**base, slow_fast=SlowFastConfig(
+        enabled=True, mapping_tables={"background_consistency": str(table)}))).score_file(path)
+    d = fused.dimensions["background_consistency"]
+    sf = d.drift["slow_fast"]
+    assert sf["inclip"] == pytest.approx(plain.score, abs=1e-12)
+    # independent: the consistency of the three clips' first frames (0, 16, 24), via vbench's own function
+    import clip as openai_clip
+    from vbench.background_consistency import background_consistency
+
+    firsts = str(write_lossless(tmp_path / "firsts.mp4", synthetic_frames(40, 128, 128, 8, speed=5)[[0, 16, 24]], 8))
+    model, pre = openai_clip.load(str(files["clip_vit_b32"]), device="cpu")
+    ref_c2c, _ = background_consistency(model, pre, [firsts], "cpu", False)
+    assert sf["clip2clip"] == pytest.approx(ref_c2c, abs=TOL)
+    assert d.score == pytest.approx(0.5 * plain.score + 0.5 * (0.5 + 0.4 * ref_c2c), abs=TOL)

@@ -181,3 +181,25 @@ def test_slow_fast_fusion_hand_computed(random_weights, tmp_path):
     ref_c2c, _ = background_consistency(model, pre, [firsts], "cpu", False)
     assert sf["clip2clip"] == pytest.approx(ref_c2c, abs=TOL)
     assert d.score == pytest.approx(0.5 * plain.score + 0.5 * (0.5 + 0.4 * ref_c2c), abs=TOL)
+
+
+def test_clip_score_against_direct_computation(eq_videos, random_weights):
+    """CLIP score: no vbench function exists (competition code), so compare with openai-clip called
+    directly on the frames vbench's own sampler picks (get_frame_indices 'middle', 8 frames)."""
+    import clip as openai_clip
+    from vbench.utils import clip_transform, get_frame_indices, load_video
+
+    files = random_weights.files("clip_score")
+    a, _ = ours("clip_score", files, eq_videos, PROMPTS)
+    model, _ = openai_clip.load(str(files["clip_vit_b32"]), device="cpu")
+    ref = []
+    for p, q in zip(eq_videos, PROMPTS, strict=True):
+        frames = load_video(p)
+        idx = get_frame_indices(8, len(frames), sample="middle")
+        with torch.no_grad():
+            img = model.encode_image(clip_transform(224)(frames[idx])).float()
+            txt = model.encode_text(openai_clip.tokenize([q], truncate=True)).float()
+        img = img / img.norm(dim=-1, keepdim=True)
+        txt = txt / txt.norm(dim=-1, keepdim=True)
+        ref.append(float((img @ txt.T).mean()))
+    check("clip_score", a, ref)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +46,28 @@ class ModelSpec:
         preset(self.config)
         if self.lora_mode not in ("merged", "unmerged"):
             raise ConfigError(f"model.lora_mode {self.lora_mode!r}: choose merged or unmerged")
+        from deepforcing.weights import KINDS
+
+        if self.kind not in KINDS:
+            raise ConfigError(f"model.kind {self.kind!r}: choose one of {', '.join(KINDS)}")
+        if self.kind == "tiny" and self.config != "tiny":
+            raise ConfigError(f"model.kind {self.kind!r} does not go with model.config {self.config!r}")
+
+    def weights(self):
+        """Where this model's files are expected (deepforcing.weights)."""
+        from deepforcing.weights import WeightsConfig, default_root
+
+        paths = {}
+        if self.checkpoint:
+            paths[f"{self.kind}.generator"] = self.checkpoint
+        if self.lora:
+            paths[f"{self.kind}.lora"] = self.lora
+        return WeightsConfig(root=self.weights_root or default_root(), paths=paths)
+
+    def check_files(self) -> None:
+        """One WeightsError listing every missing file (and where to get it), before anything loads."""
+        if self.kind != "tiny":
+            self.weights().check(self.kind)
 
     def torch_device(self) -> torch.device:
         if self.device == "auto":
@@ -79,6 +101,7 @@ class PointConfig:
         cfg = preset(self.model.config)
         cfg.check_latent_hw(self.rollout.latent_hw or cfg.latent_hw)
         self.build_policy()  # raises on bad policy settings
+        self.model.check_files()
         from deepforcing.metrics import METRICS
 
         for m in self.metrics:
@@ -119,24 +142,20 @@ class Runtime:
     def engine(self, spec: ModelSpec) -> Engine:
         return self._get("backbone", spec, lambda: Engine(build_backbone(spec)))
 
-    def text_encoder(self, spec: ModelSpec, cache_dir: str | None = None):
-        from deepforcing.text import CachedTextEncoder, RandomTextEncoder
+    def text_encoder(self, spec: ModelSpec, cache_dir: str | os.PathLike | None = None):
+        from deepforcing.text import CachedTextEncoder, RandomTextEncoder, UMT5TextEncoder
 
         def build():
             cfg = preset(spec.config)
             if spec.kind == "tiny":
-                enc = RandomTextEncoder(cfg.text_len, cfg.text_dim, seed=spec.seed)
-            else:
-                from deepforcing.weights import weights_for
-
-                w = weights_for(spec)
-                from deepforcing.text import UMT5TextEncoder
-
-                enc = UMT5TextEncoder(w.text_encoder, w.tokenizer, text_len=cfg.text_len,
-                                      device=spec.torch_device())
+                return RandomTextEncoder(cfg.text_len, cfg.text_dim, seed=spec.seed)
+            w = spec.weights()
+            enc = UMT5TextEncoder(w.path("wan.t5"), w.path("wan.tokenizer"), text_len=cfg.text_len,
+                                  dtype=DTYPES[spec.dtype], device=spec.torch_device())
             return CachedTextEncoder(enc, cache_dir) if cache_dir else enc
 
-        return self._get("text", (spec.kind, spec.config, spec.weights_root, spec.seed, cache_dir), build)
+        return self._get("text", (spec.kind, spec.config, spec.weights_root, spec.seed, spec.dtype, str(cache_dir)),
+                         build)
 
     def vae(self, spec: ModelSpec):
         from deepforcing.vae import TinyVAE, WanVAE
@@ -145,9 +164,7 @@ class Runtime:
             cfg = preset(spec.config)
             if spec.kind == "tiny":
                 return TinyVAE(latent_channels=cfg.in_dim, stride=cfg.vae_stride, seed=spec.seed)
-            from deepforcing.weights import weights_for
-
-            return WanVAE(weights_for(spec).vae, device=spec.torch_device())
+            return WanVAE(spec.weights().path("wan.vae"), device=spec.torch_device())
 
         return self._get("vae", (spec.kind, spec.config, spec.weights_root, spec.seed), build)
 
@@ -163,26 +180,28 @@ class Runtime:
 
 
 def build_backbone(spec: ModelSpec) -> CausalWan:
-    """Construct the backbone and load its weights (random for the tiny kind)."""
+    """Construct the backbone and load its weights (seeded random weights for the tiny kind)."""
     spec.validate()
-    cfg = preset(spec.config)
     device, dtype = spec.torch_device(), DTYPES[spec.dtype]
     if spec.kind == "tiny":
         gen = torch.Generator().manual_seed(spec.seed)
-        model = CausalWan(cfg)
+        model = CausalWan(preset(spec.config))
         with torch.no_grad():
             for p in model.parameters():
                 p.copy_(torch.randn(p.shape, generator=gen) * 0.1)
         return model.to(device, dtype).eval()
-    from deepforcing.loading import load_generator
-    from deepforcing.weights import weights_for
+    from deepforcing.loading import build_generator
 
-    w = weights_for(spec)
-    with torch.device("meta"):
-        model = CausalWan(cfg)
-    model = model.to_empty(device=device).to(dtype)
-    load_generator(model, w.generator, kind=spec.kind, lora=w.lora, lora_mode=spec.lora_mode)
-    return model.eval()
+    model, _ = build_generator(spec.kind, weights=spec.weights(), dtype=dtype, device=device,
+                               lora_mode=spec.lora_mode)
+    expected = preset(spec.config)
+    arch = ("dim", "ffn_dim", "freq_dim", "num_heads", "num_layers", "in_dim", "out_dim", "text_dim", "text_len")
+    diff = {k: (getattr(model.cfg, k), getattr(expected, k)) for k in arch
+            if getattr(model.cfg, k) != getattr(expected, k)}
+    if diff:
+        raise ConfigError(f"the {spec.kind} checkpoint's config.json does not match model.config={spec.config!r}: "
+                          + ", ".join(f"{k} {a} (preset {b})" for k, (a, b) in diff.items()))
+    return model
 
 
 def prompt_slug(index: int, prompt: str) -> str:
@@ -192,12 +211,12 @@ def prompt_slug(index: int, prompt: str) -> str:
 
 def generate_video(
     runtime: Runtime, point: PointConfig, prompt: str, video_path: Path, name: str,
-    on_chunk: Callable[[Any], None] | None = None,
+    on_chunk: Callable[[Any], None] | None = None, text_cache: str | os.PathLike | None = None,
 ) -> dict:
     """Generate one video, streaming decode -> mp4 and -> metrics. Returns its record."""
     spec = point.model
     engine = runtime.engine(spec)
-    encoder = runtime.text_encoder(spec)
+    encoder = runtime.text_encoder(spec, text_cache)
     ctx = encoder.encode([prompt]).to(engine.model.device)
     text = engine.model.text_state(ctx)
     decoder = runtime.vae(spec).stream(output="uint8")
@@ -206,6 +225,9 @@ def generate_video(
 
     stream = StreamingScorer(scorer, point.fps, prompt=prompt, layout="TCHW", name=name) if scorer else None
     policy = point.build_policy()
+    rollout = point.rollout
+    if rollout.latent_hw is None:  # the preset's video size, whatever the checkpoint's config says
+        rollout = replace(rollout, latent_hw=preset(spec.config).latent_hw)
     chunks: list[dict] = []
     tic = time.perf_counter()
     with VideoWriter(video_path, fps=point.fps, crf=point.crf) as writer:
@@ -218,7 +240,7 @@ def generate_video(
             if on_chunk is not None:
                 on_chunk(event)
 
-        engine.generate(text, policy, point.rollout, callback=callback)
+        engine.generate(text, policy, rollout, callback=callback)
     seconds = time.perf_counter() - tic
     result = stream.finalize() if stream is not None else None
     return {
@@ -297,7 +319,8 @@ def run_point(
                 continue
             mp4, _ = store.video_paths(name)
             on_chunk = (lambda ev, n=name: logger.chunk(n, ev)) if logger is not None else None
-            record = generate_video(runtime, point, prompt, mp4, name, on_chunk=on_chunk)
+            record = generate_video(runtime, point, prompt, mp4, name, on_chunk=on_chunk,
+                                    text_cache=Path(root) / ".cache" / "text")
             store.save_video_record(name, record)
             if logger is not None:
                 logger.video(name, record, mp4)

@@ -3,33 +3,15 @@
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 
 import pytest
 import torch
+from tiny_files import random_state_from_manifest
 
 FIXTURES = Path(__file__).parent / "fixtures" / "text"
 MANIFEST = json.loads((FIXTURES / "wan_t5_tiny_manifest.json").read_text())
 WEIGHT_SEED = 1234
-
-
-def random_state_from_manifest(shapes: dict[str, list[int]], seed: int) -> dict[str, torch.Tensor]:
-    """Random weights for every (key, shape), in manifest order, from one seeded generator.
-
-    Norm gains are 1 + 0.1 N(0,1), biases 0.1 N(0,1), other tensors N(0,1)/sqrt(fan_in).
-    """
-    gen = torch.Generator().manual_seed(seed)
-    state = {}
-    for key, shape in shapes.items():
-        noise = torch.randn(shape, generator=gen)
-        if key.endswith(".gamma") or (key.endswith("norm.weight") or ".norm" in key) and len(shape) == 1:
-            state[key] = 1.0 + 0.1 * noise
-        elif key.endswith(".bias"):
-            state[key] = 0.1 * noise
-        else:
-            state[key] = noise / math.sqrt(math.prod(shape[1:]))
-    return state
 
 
 GOLDEN_PATH = FIXTURES / "umt5_golden.safetensors"

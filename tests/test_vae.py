@@ -3,35 +3,17 @@
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 
 import pytest
 import torch
+from tiny_files import random_state_from_manifest
 
 FIXTURES = Path(__file__).parent / "fixtures" / "vae"
 MANIFEST = json.loads((FIXTURES / "wan_vae_tiny_manifest.json").read_text())
 WEIGHT_SEED = 4321
 LATENT_SEED = 99
 GOLDEN_LATENT_SHAPE = (1, 4, 16, 2, 3)  # [B, F, C, h, w]
-
-
-def random_state_from_manifest(shapes: dict[str, list[int]], seed: int) -> dict[str, torch.Tensor]:
-    """Random weights for every (key, shape), in manifest order, from one seeded generator.
-
-    RMS-norm gains are 1 + 0.1 N(0,1), biases 0.1 N(0,1), other tensors N(0,1)/sqrt(fan_in).
-    """
-    gen = torch.Generator().manual_seed(seed)
-    state = {}
-    for key, shape in shapes.items():
-        noise = torch.randn(shape, generator=gen)
-        if key.endswith(".gamma"):
-            state[key] = 1.0 + 0.1 * noise
-        elif key.endswith(".bias"):
-            state[key] = 0.1 * noise
-        else:
-            state[key] = noise / math.sqrt(math.prod(shape[1:]))
-    return state
 
 
 @pytest.fixture(scope="module", autouse=True)

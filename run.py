@@ -65,12 +65,28 @@ def point_from_cfg(cfg: DictConfig) -> PointConfig:
     return point
 
 
+def compile_sweep(out_dir: Path, sweep: str) -> None:
+    """Tables (beside the published rows when the CSV is found), figures and HTML for the whole sweep
+    so far, in ``<out_dir>/reports/<sweep>/``."""
+    from deepforcing.compile.report import compile_report
+    from deepforcing.compile.tables import default_published_path
+
+    tables = None if default_published_path().exists() else ()
+    if tables == ():
+        log.warning("published results CSV not found (set DEEPFORCING_PUBLISHED): compiling our rows only")
+    kwargs = {} if tables is None else {"tables": tables}
+    report = compile_report([out_dir / sweep], out_dir / "reports" / sweep, n_boot=2000, **kwargs)
+    log.info("compiled %s", report.out / "report.md")
+
+
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
 def main(cfg: DictConfig) -> dict:
     point = point_from_cfg(cfg)
     lcfg = OmegaConf.to_container(cfg.logger, resolve=True)
     logger = make_logger(lcfg.pop("kind"), group=cfg.sweep, **lcfg)
     summary = run_point(point, RUNTIME, cfg.out_dir, cfg.sweep, logger=logger)
+    if cfg.compile:
+        compile_sweep(Path(cfg.out_dir), cfg.sweep)
     status = "skipped (done)" if summary.get("skipped") else "done"
     metrics = ", ".join(f"{m}={summary[m]:.4f}" for m in point.metrics if summary.get(m) is not None)
     log.info("%s %s %s: %s videos, %s, %.1f FPS", status, point.method, dict(point.knobs), summary["videos"],

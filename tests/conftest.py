@@ -1,20 +1,11 @@
 import pytest
 import torch
+from tiny_files import random_model
 
-from deepforcing.model import CausalWan, tiny
+from deepforcing.model import CausalWan
 
 # The tiny test models are far faster on one thread (and CI machines have two cores).
 torch.set_num_threads(1)
-
-
-def random_model(cfg=None, seed: int = 0, std: float = 0.1) -> CausalWan:
-    """A tiny backbone whose every parameter is random (so outputs depend on all weights)."""
-    torch.manual_seed(seed)
-    model = CausalWan(cfg or tiny())
-    with torch.no_grad():
-        for p in model.parameters():
-            p.normal_(0.0, std)
-    return model.eval()
 
 
 @pytest.fixture(scope="session")

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import random_model
 from safetensors.torch import load_file
+from tiny_files import random_model
 
 import deepforcing.engine as engine_mod
 from deepforcing.cache import ANCHOR

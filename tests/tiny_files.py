@@ -8,6 +8,8 @@ from pathlib import Path
 
 import torch
 
+from deepforcing.model import CausalWan, tiny
+
 FIXTURES = Path(__file__).parent / "fixtures"
 T5_MANIFEST = json.loads((FIXTURES / "text" / "wan_t5_tiny_manifest.json").read_text())
 VAE_MANIFEST = json.loads((FIXTURES / "vae" / "wan_vae_tiny_manifest.json").read_text())
@@ -70,3 +72,13 @@ def write_self_forcing_root(root: Path, model_cfg, generator_state: dict[str, to
     write_tokenizer(w.path("wan.tokenizer"))
     write_vae(w.path("wan.vae"), seed + 1)
     return root
+
+
+def random_model(cfg=None, seed: int = 0, std: float = 0.1) -> CausalWan:
+    """A tiny backbone whose every parameter is random (so outputs depend on all weights)."""
+    torch.manual_seed(seed)
+    model = CausalWan(cfg or tiny())
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_(0.0, std)
+    return model.eval()

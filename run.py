@@ -14,6 +14,8 @@ import logging
 from pathlib import Path
 
 import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from deepforcing.engine import RolloutConfig
@@ -84,7 +86,13 @@ def main(cfg: DictConfig) -> dict:
     point = point_from_cfg(cfg)
     lcfg = OmegaConf.to_container(cfg.logger, resolve=True)
     logger = make_logger(lcfg.pop("kind"), group=cfg.sweep, **lcfg)
-    summary = run_point(point, RUNTIME, cfg.out_dir, cfg.sweep, logger=logger)
+    try:
+        summary = run_point(point, RUNTIME, cfg.out_dir, cfg.sweep, logger=logger)
+    except Exception as e:  # recorded in the point's error.json by run_point
+        if HydraConfig.get().mode != RunMode.MULTIRUN:
+            raise
+        log.error("FAILED %s %s: %s: %s (the sweep goes on)", point.method, dict(point.knobs), type(e).__name__, e)
+        return {"error": str(e)}
     if cfg.compile:
         compile_sweep(Path(cfg.out_dir), cfg.sweep)
     status = "skipped (done)" if summary.get("skipped") else "done"

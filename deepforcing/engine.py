@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 
 import torch
 
-from deepforcing.attention import attend, resolve_backend
-from deepforcing.cache import Geometry, KVCache
+from deepforcing.attention import attend, key_importance, resolve_backend
+from deepforcing.cache import TAG_NAMES, Geometry, KVCache
 from deepforcing.errors import ConfigError
 from deepforcing.model import CausalWan, Rope3D, TextState, TokenPositions, sdpa
 from deepforcing.policies.base import CachePolicy, FrameSpan, Phase, PromptSwitch, Step
@@ -157,10 +157,24 @@ class CachedAttention:
             out = sdpa(q, keys, values, ctx.mask.to(q.device)[None, :, None, :])
         else:
             out = attend(q, keys, values, self.backend)
+        if self.phase.is_commit and layer == self.policy.mass_layer:
+            self.policy.attention_mass = self._mass_by_region(kv, slots, ctx, q, keys)
         if self.phase.writes:
             self.policy.commit(layer, kv, step)
         kv.pending = 0
         return out
+
+    @staticmethod
+    def _mass_by_region(kv, slots, ctx, q, keys) -> dict[str, float]:
+        """Share of the queries' attention (softmax, averaged over queries and heads; a per-head key
+        mask is ignored) that lands on each cache region and on the forward's own tokens."""
+        probs = key_importance(q, keys, mode="softmax").sum(0) / (q.shape[0] * q.shape[1] * q.shape[2])
+        n_read = kv.n if slots is None else len(slots)
+        tags = kv.tag[: kv.n] if slots is None else kv.tag[slots]
+        probs = probs.cpu()
+        mass = {name: float(probs[:n_read][tags == tag].sum()) for tag, name in TAG_NAMES.items()}
+        mass["own"] = float(probs[n_read:].sum())
+        return mass
 
 
 class Engine:

@@ -16,6 +16,7 @@ from typing import Any
 
 import torch
 
+from deepforcing.cache import Geometry
 from deepforcing.engine import Engine, RolloutConfig
 from deepforcing.errors import ConfigError
 from deepforcing.knobs import apply_knobs
@@ -100,7 +101,10 @@ class PointConfig:
                 raise ConfigError(f"prompt {i} is empty; remove it or fill it in")
         cfg = preset(self.model.config)
         cfg.check_latent_hw(self.rollout.latent_hw or cfg.latent_hw)
-        self.build_policy()  # raises on bad policy settings
+        geom = Geometry(grid=cfg.grid(self.rollout.latent_hw), chunk_frames=self.rollout.chunk_frames,
+                        num_frames=self.rollout.num_frames, num_layers=cfg.num_layers, num_heads=cfg.num_heads,
+                        head_dim=cfg.head_dim)
+        self.build_policy().validate(geom)  # bad policy settings, and settings that do not fit this rollout
         self.model.check_files()
         from deepforcing.metrics import METRICS
 
@@ -212,6 +216,7 @@ def prompt_slug(index: int, prompt: str) -> str:
 def generate_video(
     runtime: Runtime, point: PointConfig, prompt: str, video_path: Path, name: str,
     on_chunk: Callable[[Any], None] | None = None, text_cache: str | os.PathLike | None = None,
+    progress: bool = False,
 ) -> dict:
     """Generate one video, streaming decode -> mp4 and -> metrics. Returns its record."""
     spec = point.model
@@ -230,8 +235,13 @@ def generate_video(
         rollout = replace(rollout, latent_hw=preset(spec.config).latent_hw)
     chunks: list[dict] = []
     tic = time.perf_counter()
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=rollout.num_frames // rollout.chunk_frames, desc=name[:30], unit="chunk", leave=False,
+               disable=not progress)
     with VideoWriter(video_path, fps=point.fps, crf=point.crf) as writer:
         def callback(event):
+            bar.update(1)
             frames = decoder.push(event.latents.float())[0]  # [T, 3, H, W] uint8
             writer.write(frames.permute(0, 2, 3, 1))
             if stream is not None:
@@ -241,6 +251,7 @@ def generate_video(
                 on_chunk(event)
 
         engine.generate(text, policy, rollout, callback=callback)
+    bar.close()
     seconds = time.perf_counter() - tic
     result = stream.finalize() if stream is not None else None
     return {
@@ -320,7 +331,7 @@ def run_point(
             mp4, _ = store.video_paths(name)
             on_chunk = (lambda ev, n=name: logger.chunk(n, ev)) if logger is not None else None
             record = generate_video(runtime, point, prompt, mp4, name, on_chunk=on_chunk,
-                                    text_cache=Path(root) / ".cache" / "text")
+                                    text_cache=Path(root) / ".cache" / "text", progress=progress)
             store.save_video_record(name, record)
             if logger is not None:
                 logger.video(name, record, mp4)

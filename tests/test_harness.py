@@ -82,6 +82,9 @@ def run_cli(args, tmp_path, timeout=600):
     ("budget=8", "budget 8 < sink 10 + recent 4"),
     ("num_frames=20", "multiple of the chunk"),
     ("prompts.list=['  ']", "prompt 0 is empty"),
+    ("recent=2", "recent 2 < chunk 3"),
+    ("model.kind=self_forcng", "model.kind 'self_forcng'"),
+    ("model.config=wan_14b", "unknown model preset"),
 ])
 def test_wrong_overrides_fail_when_the_config_is_built(override, msg):
     """Every check runs in point_from_cfg, which loads no model."""
@@ -174,3 +177,16 @@ def test_submitit_local_launcher(tmp_path):
     assert r.returncode == 0, r.stderr[-3000:]
     assert len(points(tmp_path)) == 2
     assert all((d / "summary.json").exists() for d, _ in points(tmp_path))
+
+
+def test_a_failing_point_is_recorded_and_the_sweep_goes_on(tmp_path):
+    """rope_max_pos=10 reproduces the reference's position table limit: frames past 9 cannot be placed."""
+    r = run_cli(["-m", "rollout.rope_max_pos=10,null", *FAST], tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    pts = points(tmp_path)
+    assert len(pts) == 2
+    failed = [d for d, _ in pts if (d / "error.json").exists()]
+    done = [d for d, _ in pts if (d / "summary.json").exists()]
+    assert len(failed) == 1 and len(done) == 1
+    assert "outside the reference table [0, 10)" in json.loads((failed[0] / "error.json").read_text())["error"]
+    assert "the sweep goes on" in r.stderr + r.stdout

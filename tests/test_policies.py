@@ -231,3 +231,18 @@ def test_recent_smaller_than_chunk_fails_before_generation(tiny_model, tiny_text
 def test_unknown_preset():
     with pytest.raises(ConfigError, match="unknown policy preset"):
         build_preset("deep_forcin")
+
+
+@pytest.mark.parametrize("preset", ["deep_forcing", "streamingllm", "rolling_window"])
+def test_attention_mass_per_region_is_a_distribution(tiny_model, tiny_text, preset):
+    _, events = rollout(tiny_model, tiny_text, build_preset(preset), 30)
+    for ev in events:
+        mass = ev.diagnostics["attention_mass"]
+        assert abs(sum(mass.values()) - 1) < 1e-4 and min(mass.values()) >= 0
+        if ev.span.start == 0:
+            assert mass["own"] == pytest.approx(1.0)  # nothing cached yet
+    last = events[-1].diagnostics["attention_mass"]
+    if preset != "rolling_window":
+        assert last["sink"] > 0
+    if preset == "deep_forcing":
+        assert last["compressed"] > 0

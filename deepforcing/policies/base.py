@@ -108,6 +108,8 @@ class CachePolicy:
     def __init__(self):
         self.geom: Geometry | None = None
         self.log: list[dict[str, Any]] = []
+        self.mass_layer: int | None = None
+        self.attention_mass: dict[str, float] = {}
 
     # --- configuration ---------------------------------------------------------------------
     def capacity_frames(self, geom: Geometry) -> int:
@@ -126,6 +128,8 @@ class CachePolicy:
         self.validate(geom)
         self.geom = geom
         self.log = []
+        self.mass_layer = geom.num_layers // 2  # the layer whose attention mass per region is sampled
+        self.attention_mass: dict[str, float] = {}
 
     # --- hooks -----------------------------------------------------------------------------
     def begin_chunk(self, cache: KVCache, span: FrameSpan) -> None:
@@ -160,6 +164,7 @@ class CachePolicy:
             "cache_frames": kv.n / tpf,
             "frames": kv.frames().tolist(),
             **{f"tokens_{name}": int((tags == tag).sum()) for tag, name in TAG_NAMES.items()},
+            "attention_mass": dict(self.attention_mass),  # sampled: layer mass_layer, commit pass
         }
 
     def describe(self) -> dict[str, Any]:

@@ -294,18 +294,9 @@ class SelfAttention(nn.Module):
         return self.o(attn(layer, q, k, v).flatten(2))
 
 
-class CrossAttention(nn.Module):
-    """Text cross-attention; the text keys/values come from :meth:`text_kv` once per prompt."""
-
-    def __init__(self, cfg: ModelConfig):
-        super().__init__()
-        self.num_heads, self.head_dim = cfg.num_heads, cfg.head_dim
-        self.q = nn.Linear(cfg.dim, cfg.dim)
-        self.k = nn.Linear(cfg.dim, cfg.dim)
-        self.v = nn.Linear(cfg.dim, cfg.dim)
-        self.o = nn.Linear(cfg.dim, cfg.dim)
-        self.norm_q = WanRMSNorm(cfg.dim, cfg.eps)
-        self.norm_k = WanRMSNorm(cfg.dim, cfg.eps)
+class CrossAttention(SelfAttention):
+    """Text cross-attention (same projections); the text keys/values come from :meth:`text_kv` once
+    per prompt."""
 
     def text_kv(self, context: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         b, n, _ = context.shape

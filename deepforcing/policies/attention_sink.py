@@ -12,7 +12,7 @@ import torch
 
 from deepforcing.cache import SINK, Geometry, KVCache, LayerKV
 from deepforcing.errors import ConfigError
-from deepforcing.policies.base import CachePolicy, Context, FrameSpan, Phase, Step, evict_oldest
+from deepforcing.policies.base import CachePolicy, Context, FrameSpan, Phase, Step, check_room, evict_oldest
 
 POSITIONS = ("absolute", "cache_relative")
 
@@ -50,11 +50,7 @@ class AttentionSink(CachePolicy):
 
     def validate(self, geom: Geometry) -> None:
         super().validate(geom)
-        if self.window - self.sink < geom.chunk_frames:
-            raise ConfigError(
-                f"{self.name}: window {self.window} minus sink {self.sink} leaves no room for a "
-                f"{geom.chunk_frames}-frame chunk; shrink the sink or grow the window"
-            )
+        check_room(self, geom, self.window, self.sink)
 
     def begin_chunk(self, cache: KVCache, span: FrameSpan) -> None:
         evict_oldest(cache, span, self.window, protected=self.sink)

@@ -173,6 +173,15 @@ class CachePolicy:
         return {"policy": self.name, **{p: getattr(self, p) for p in params if p != "self" and hasattr(self, p)}}
 
 
+def check_room(policy: CachePolicy, geom: Geometry, frames: int, protected: int, what: str = "sink") -> None:
+    """A cache of ``frames`` frames whose first ``protected`` never leave must still fit a chunk."""
+    if frames - protected < geom.chunk_frames:
+        raise ConfigError(
+            f"{policy.name}: {frames} cache frames minus the {protected}-frame {what} leave no room for a "
+            f"{geom.chunk_frames}-frame chunk; shrink the {what} or grow the window"
+        )
+
+
 def evict_oldest(cache: KVCache, span: FrameSpan, window: int, protected: int = 0) -> torch.Tensor:
     """Evict the oldest non-protected frames so that cached + span frames fit in ``window``.
 

@@ -31,7 +31,7 @@ import torch
 from deepforcing.cache import SINK, TAG_NAMES, Geometry, KVCache, LayerKV
 from deepforcing.errors import ConfigError
 from deepforcing.policies.attention_sink import tag_sink
-from deepforcing.policies.base import CachePolicy, Context, FrameSpan, Step, evict_oldest
+from deepforcing.policies.base import CachePolicy, Context, FrameSpan, Step, check_room, evict_oldest
 
 ALIGN = ("none", "paper", "code")
 ROTATION = ("read_time", "delta")
@@ -72,11 +72,7 @@ class DeepSink(CachePolicy):
 
     def validate(self, geom: Geometry) -> None:
         super().validate(geom)
-        if self.window - self.sink < geom.chunk_frames:
-            raise ConfigError(
-                f"{self.name}: window {self.window} minus sink {self.sink} leaves no room for a "
-                f"{geom.chunk_frames}-frame chunk; shrink the sink or grow the window"
-            )
+        check_room(self, geom, self.window, self.sink)
 
     def reset(self, geom: Geometry) -> None:
         super().reset(geom)

@@ -25,7 +25,7 @@ import torch
 
 from deepforcing.cache import RECENT, SINK, Geometry, KVCache, LayerKV
 from deepforcing.errors import ConfigError
-from deepforcing.policies.base import CachePolicy, Context, FrameSpan, PromptSwitch, Step, evict_oldest
+from deepforcing.policies.base import CachePolicy, Context, FrameSpan, PromptSwitch, Step, check_room, evict_oldest
 
 
 class LongLive(CachePolicy):
@@ -49,11 +49,7 @@ class LongLive(CachePolicy):
 
     def validate(self, geom: Geometry) -> None:
         super().validate(geom)
-        if self.window - self.sink < geom.chunk_frames:
-            raise ConfigError(
-                f"longlive: window {self.window} minus sink {self.sink} leaves no room for a "
-                f"{geom.chunk_frames}-frame chunk; shrink the sink or grow the window"
-            )
+        check_room(self, geom, self.window, self.sink)
 
     def reset(self, geom: Geometry) -> None:
         super().reset(geom)

@@ -39,7 +39,7 @@ import torch
 
 from deepforcing.cache import ANCHOR, Geometry, KVCache, LayerKV
 from deepforcing.errors import ConfigError
-from deepforcing.policies.base import CachePolicy, Context, FrameSpan, Phase, Step, evict_oldest
+from deepforcing.policies.base import CachePolicy, Context, FrameSpan, Phase, Step, check_room, evict_oldest
 from deepforcing.scheduler import FlowMatch
 
 
@@ -86,11 +86,7 @@ class RollingForcingAnchor(CachePolicy):
 
     def validate(self, geom: Geometry) -> None:
         super().validate(geom)
-        if self.capacity - self.anchor < geom.chunk_frames:
-            raise ConfigError(
-                f"{self.name}: capacity {self.capacity} minus the {self.anchor}-frame anchor leaves no room "
-                f"for a {geom.chunk_frames}-frame chunk"
-            )
+        check_room(self, geom, self.capacity, self.anchor, what="anchor")
         self.check_window(geom, geom.chunk_frames)
 
     def reset(self, geom: Geometry) -> None:

@@ -69,7 +69,9 @@ def test_length_s_sets_latent_frames():
 
 
 def run_cli(args, tmp_path, timeout=600):
-    env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true", "PYTHONUNBUFFERED": "1"}
+    # the tiny model runs far faster on one thread (CI machines have two cores)
+    env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true", "PYTHONUNBUFFERED": "1",
+           "OMP_NUM_THREADS": "1"}
     return subprocess.run([sys.executable, str(ROOT / "run.py"), *args, f"out_dir={tmp_path}"],
                           capture_output=True, text=True, timeout=timeout, env=env, cwd=ROOT)
 
@@ -131,7 +133,7 @@ def test_sink_ratio_sweep_makes_two_points(tmp_path):
 def test_sigkill_and_resume(tmp_path):
     """Kill a sweep at a random moment, rerun: every point completes once, nothing partial remains."""
     args = ["-m", "sink_ratio=0.25,0.5", "num_frames=24", "logger=none"]
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen([sys.executable, str(ROOT / "run.py"), *args, f"out_dir={tmp_path}"], cwd=ROOT,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
     # wait until the first video file is being written, then kill at a random moment

@@ -58,11 +58,12 @@ def point_from_cfg(cfg: DictConfig) -> PointConfig:
     if cfg.length_s is not None:
         num_frames = latent_frames_for_seconds(cfg.length_s, cfg.fps, mcfg.vae_stride[0], r["chunk_frames"])
     rollout = RolloutConfig(num_frames=num_frames, seed=cfg.seed, steps=tuple(r.pop("steps")), **r)
-    knobs = tuple((k, cfg[k]) for k in ("sink_ratio", "rope_align", "compression", "budget", "recent")
-                  if cfg[k] is not None)
+    values = {"sink_ratio": cfg.sink_ratio, "rope_align": cfg.rope_align, "compression": cfg.compression_policy,
+              "budget": cfg.budget, "recent": cfg.recent}
+    knobs = tuple((k, v) for k, v in values.items() if v is not None)
     point = PointConfig(
         model=model, method=method["preset"], knobs=knobs, rollout=rollout, prompts=read_prompts(cfg),
-        fps=cfg.fps, metrics=tuple(cfg.metrics), segment_seconds=cfg.segment_seconds, crf=cfg.crf,
+        fps=cfg.fps, metrics=tuple(cfg.metric_dims), segment_seconds=cfg.segment_seconds, crf=cfg.crf,
     )
     point.validate()
     return point

@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 import run  # noqa: E402
 
-FAST = ["num_frames=12", "logger=none", "metrics=[temporal_flickering]"]
+FAST = ["num_frames=12", "logger=none", "metrics=flicker"]
 
 
 def composed(overrides):

@@ -119,7 +119,8 @@ class RandomWeights:
         for k, v in sd.items():
             if not v.is_floating_point() or v.numel() <= 1:
                 continue
-            bad = not torch.isfinite(v).all() or v.abs().max() > 1e4 or v.std() == 0
+            # garbage may also be denormals that vanish in fp16
+            bad = not torch.isfinite(v).all() or v.abs().max() > 1e4 or v.abs().max() < 1e-6 or v.std() == 0
             if not bad:
                 continue
             if k.endswith("weight") and ("ln" in k or "norm" in k):

@@ -152,9 +152,7 @@ def main(argv: list[str] | None = None) -> int:
     from deepforcing.metrics.report import safe_name, table, write_json
     from deepforcing.metrics.scorer import Scorer
 
-    scorer = Scorer(cfg)
-    for msg in scorer.skipped.values():
-        print(msg, file=sys.stderr)
+    scorer = Scorer(cfg)  # logs one warning per skipped dimension
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     results, used = [], set()

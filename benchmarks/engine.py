@@ -57,7 +57,7 @@ def run(name: str, device: torch.device, dtype: torch.dtype, frames: int, policy
 
     start = time.perf_counter()
     engine.generate(text, pol, rc, callback=on_chunk)
-    lat = [b - a for a, b in zip([start] + stamps[:-1], stamps)]
+    lat = [b - a for a, b in zip([start] + stamps[:-1], stamps, strict=True)]
     steady = lat[1:] or lat
     tpf = cfg.vae_stride[0]
     pixel_frames = (rc.chunk_frames * tpf - (tpf - 1)) + (len(lat) - 1) * rc.chunk_frames * tpf
@@ -81,10 +81,10 @@ def print_table(rows: list[dict]) -> None:
     cols = list(rows[0])
     cells = [[f"{r[c]:.1f}" if isinstance(r[c], float) else str(r[c]) for c in cols] for r in rows]
     widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(cols)]
-    print(" | ".join(c.ljust(w) for c, w in zip(cols, widths)))
+    print(" | ".join(c.ljust(w) for c, w in zip(cols, widths, strict=True)))
     print("-|-".join("-" * w for w in widths))
     for row in cells:
-        print(" | ".join(v.ljust(w) for v, w in zip(row, widths)))
+        print(" | ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)))
 
 
 def main() -> None:

@@ -73,5 +73,6 @@ def test_single_forward_matches(golden):
     x = io["noise_A"][:, :3]
     pos = TokenPositions.of_frames(torch.arange(3), model.cfg.grid())
     with torch.no_grad():
-        flow = model(x, torch.full((1, 3), 1000.0), model.text_state(io["text"]), MaskedAttention(Rope3D(model.cfg), pos))
+        attn = MaskedAttention(Rope3D(model.cfg), pos)
+        flow = model(x, torch.full((1, 3), 1000.0), model.text_state(io["text"]), attn)
     assert rel_err(flow, io["flow_chunk0_step0"]) <= 1e-5

@@ -71,14 +71,16 @@ class LayerKV:
         self.pending = 0  # tokens written to the scratch by the forward in flight
 
     # ---- reads -----------------------------------------------------------------------------
-    def frames(self) -> torch.Tensor:
-        """Distinct cached frame ids, in slot order of first appearance."""
+    def run_starts(self) -> torch.Tensor:
+        """For each cached slot, whether it starts a run of its frame (slots of a frame are contiguous)."""
         f = self.frame[: self.n]
-        if f.numel() == 0:
-            return f
         first = torch.ones_like(f, dtype=torch.bool)
         first[1:] = f[1:] != f[:-1]
-        return f[first]
+        return first
+
+    def frames(self) -> torch.Tensor:
+        """Distinct cached frame ids, in slot order of first appearance."""
+        return self.frame[: self.n][self.run_starts()]
 
     def rotated(self, slots: torch.Tensor | None, t: torch.Tensor) -> torch.Tensor:
         """Keys of ``slots`` (None: all ``[0, n)``) rotated to temporal positions ``t`` (host, per slot)."""

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from deepforcing.registry import Registry
 
-from .specs import SPECS, MetricSpec
+from .specs import SPECS, VBENCH_SEVEN, MetricSpec
 
 METRICS = Registry("metric")
 for _name, _target in {
@@ -25,16 +25,6 @@ for _name, _target in {
 }.items():
     METRICS.register(_name, _target)
 
-#: the seven dimensions Deep Forcing reports, in VBench's order
-VBENCH_SEVEN = (
-    "subject_consistency",
-    "background_consistency",
-    "motion_smoothness",
-    "dynamic_degree",
-    "aesthetic_quality",
-    "imaging_quality",
-    "overall_consistency",
-)
 ALL_DIMENSIONS = tuple(METRICS.names())
 
 

@@ -6,18 +6,9 @@ from dataclasses import dataclass, field
 
 from deepforcing.errors import ConfigError
 
-from .specs import SPECS
+from .specs import SPECS, VBENCH_SEVEN
 
-DEFAULT_DIMENSIONS = (
-    "temporal_flickering",
-    "subject_consistency",
-    "background_consistency",
-    "motion_smoothness",
-    "dynamic_degree",
-    "aesthetic_quality",
-    "imaging_quality",
-    "overall_consistency",
-)
+DEFAULT_DIMENSIONS = ("temporal_flickering", *VBENCH_SEVEN)
 
 
 @dataclass

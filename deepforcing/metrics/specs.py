@@ -108,3 +108,15 @@ NORMALIZATION = {
     "imaging_quality": (0.0, 1.0),
     "overall_consistency": (0.0, 0.364),
 }
+
+
+#: the seven dimensions Deep Forcing reports, in VBench's order
+VBENCH_SEVEN = (
+    "subject_consistency",
+    "background_consistency",
+    "motion_smoothness",
+    "dynamic_degree",
+    "aesthetic_quality",
+    "imaging_quality",
+    "overall_consistency",
+)

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import torch
 
-from deepforcing.cache import SINK, Geometry, KVCache, LayerKV
+from deepforcing.cache import SINK, KVCache, LayerKV
 from deepforcing.errors import ConfigError
-from deepforcing.policies.base import CachePolicy, Context, FrameSpan, Phase, Step, check_room, evict_oldest
+from deepforcing.policies.base import Context, FrameSpan, Phase, SinkWindowPolicy, Step, evict_oldest
 
 POSITIONS = ("absolute", "cache_relative")
 
@@ -25,15 +25,10 @@ def tag_sink(kv: LayerKV, sink: int) -> None:
 
 def frame_ordinals(kv: LayerKV) -> torch.Tensor:
     """Each cached slot's frame ordinal within the cache (slot order; frames are contiguous runs)."""
-    f = kv.frame[: kv.n]
-    if not f.numel():
-        return f
-    new = torch.ones_like(f, dtype=torch.bool)
-    new[1:] = f[1:] != f[:-1]
-    return torch.cumsum(new.long(), 0) - 1
+    return torch.cumsum(kv.run_starts().long(), 0) - 1
 
 
-class AttentionSink(CachePolicy):
+class AttentionSink(SinkWindowPolicy):
     name = "attention_sink"
 
     def __init__(self, sink: int = 3, window: int = 21, positions: str = "absolute"):
@@ -44,13 +39,6 @@ class AttentionSink(CachePolicy):
             raise ConfigError(f"attention_sink: need 0 <= sink < window, got sink={sink}, window={window}")
         self.sink, self.window, self.positions = sink, window, positions
         self._cached_frames = 0
-
-    def capacity_frames(self, geom: Geometry) -> int:
-        return self.window
-
-    def validate(self, geom: Geometry) -> None:
-        super().validate(geom)
-        check_room(self, geom, self.window, self.sink)
 
     def begin_chunk(self, cache: KVCache, span: FrameSpan) -> None:
         evict_oldest(cache, span, self.window, protected=self.sink)

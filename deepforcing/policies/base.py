@@ -182,6 +182,17 @@ def check_room(policy: CachePolicy, geom: Geometry, frames: int, protected: int,
         )
 
 
+class SinkWindowPolicy(CachePolicy):
+    """A window of ``self.window`` frames whose first ``self.sink`` frames never leave."""
+
+    def capacity_frames(self, geom: Geometry) -> int:
+        return self.window
+
+    def validate(self, geom: Geometry) -> None:
+        super().validate(geom)
+        check_room(self, geom, self.window, self.sink)
+
+
 def evict_oldest(cache: KVCache, span: FrameSpan, window: int, protected: int = 0) -> torch.Tensor:
     """Evict the oldest non-protected frames so that cached + span frames fit in ``window``.
 

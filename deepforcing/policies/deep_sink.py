@@ -31,7 +31,7 @@ import torch
 from deepforcing.cache import SINK, TAG_NAMES, Geometry, KVCache, LayerKV
 from deepforcing.errors import ConfigError
 from deepforcing.policies.attention_sink import tag_sink
-from deepforcing.policies.base import CachePolicy, Context, FrameSpan, Step, check_room, evict_oldest
+from deepforcing.policies.base import Context, FrameSpan, SinkWindowPolicy, Step, evict_oldest
 
 ALIGN = ("none", "paper", "code")
 ROTATION = ("read_time", "delta")
@@ -50,7 +50,7 @@ def sink_frames(window: int, sink: int | None, sink_ratio: float | None) -> int:
     return sink
 
 
-class DeepSink(CachePolicy):
+class DeepSink(SinkWindowPolicy):
     name = "deep_sink"
 
     def __init__(self, window: int = 21, sink: int | None = None, sink_ratio: float | None = None,
@@ -65,14 +65,6 @@ class DeepSink(CachePolicy):
         self.window, self.align, self.rotation = window, align, rotation
         self.sink = sink_frames(window, sink, sink_ratio)
         self.sink_ratio = sink_ratio
-
-    # --- configuration ---------------------------------------------------------------------
-    def capacity_frames(self, geom: Geometry) -> int:
-        return self.window
-
-    def validate(self, geom: Geometry) -> None:
-        super().validate(geom)
-        check_room(self, geom, self.window, self.sink)
 
     def reset(self, geom: Geometry) -> None:
         super().reset(geom)

@@ -25,10 +25,10 @@ import torch
 
 from deepforcing.cache import RECENT, SINK, Geometry, KVCache, LayerKV
 from deepforcing.errors import ConfigError
-from deepforcing.policies.base import CachePolicy, Context, FrameSpan, PromptSwitch, Step, check_room, evict_oldest
+from deepforcing.policies.base import Context, FrameSpan, PromptSwitch, SinkWindowPolicy, Step, evict_oldest
 
 
-class LongLive(CachePolicy):
+class LongLive(SinkWindowPolicy):
     name = "longlive"
 
     def __init__(self, sink: int = 3, window: int = 12, global_sink: bool = True):
@@ -41,15 +41,8 @@ class LongLive(CachePolicy):
         self._skip_frames = 0  # leading frames of the re-cache forward that are queries only
         self.switches: list[dict] = []
 
-    def capacity_frames(self, geom: Geometry) -> int:
-        return self.window
-
     def max_recache_frames(self, geom: Geometry) -> int:
         return self.window
-
-    def validate(self, geom: Geometry) -> None:
-        super().validate(geom)
-        check_room(self, geom, self.window, self.sink)
 
     def reset(self, geom: Geometry) -> None:
         super().reset(geom)

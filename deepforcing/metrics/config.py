@@ -19,10 +19,17 @@ class ClipProtocol:
     consistency and CLIP score). A clip holds ``int(fps) * seconds`` frames, as VBench-Long counts them;
     the last remainder is padded backwards into one more full-length clip; a video shorter than one clip
     is scored whole. ``enabled=False`` scores every video as a single clip (plain VBench).
+
+    ``static_filter`` is VBench-Long's ``--static_filter_flag`` for temporal flickering: only clips that
+    its RAFT static test finds static are scored (needs ``raft_things``), at most ``static_max_clips`` of
+    them for the video's score (VBench-Long keeps 5 per prompt; here per video, in clip order). A video
+    with no static clip gets an error for that dimension, not a number.
     """
 
     enabled: bool = True
     seconds: dict[str, float] = field(default_factory=dict)
+    static_filter: bool = False
+    static_max_clips: int | None = 5
 
     def seconds_for(self, dim: str) -> float | None:
         if not self.enabled:
@@ -93,10 +100,19 @@ class EvalConfig:
             raise ConfigError(f"drift.edge_fraction must be in (0, 0.5], got {self.drift.edge_fraction}.")
         if self.drift.vde_weighting not in ("linear", "log"):
             raise ConfigError(f"drift.vde_weighting must be 'linear' or 'log', got {self.drift.vde_weighting!r}.")
+        if self.clips.static_max_clips is not None and self.clips.static_max_clips < 1:
+            raise ConfigError(f"clips.static_max_clips must be >= 1 or None, got {self.clips.static_max_clips}.")
         for dim, s in self.clips.seconds.items():
             METRICS.check(dim)
             if s <= 0:
                 raise ConfigError(f"clips.seconds[{dim!r}] must be > 0, got {s}.")
+
+    def weight_keys(self, dim: str) -> tuple[str, ...]:
+        """Weight files ``dim`` needs under this config (flickering's static filter adds RAFT)."""
+        keys = SPECS[dim].weights
+        if dim == "temporal_flickering" and self.clips.static_filter:
+            keys = (*keys, *SPECS["dynamic_degree"].weights)
+        return keys
 
     def resolved_device(self) -> str:
         if self.device != "auto":

@@ -62,10 +62,12 @@ class VideoResult:
         return None if r is None else r.score
 
 
-def _span_dict(s: Span, fps: float, score: float) -> dict:
+def _span_dict(s: Span, fps: float, score: float, used: bool = True) -> dict:
     a, b = s.seconds(fps)
-    return {"start_frame": s.start, "end_frame": s.end, "start_s": round(a, 6), "end_s": round(b, 6),
-            "score": score}
+    d = {"start_frame": s.start, "end_frame": s.end, "start_s": round(a, 6), "end_s": round(b, 6), "score": score}
+    if not used:
+        d["used"] = False  # scored, but left out of the mean (static filter / clip cap)
+    return d
 
 
 class Scorer:
@@ -76,7 +78,7 @@ class Scorer:
         self.skipped: dict[str, str] = {}
         for dim in self.cfg.dimensions:
             try:
-                files = resolve(dim, self.cfg.cache_dir, self.cfg.weights)
+                files = resolve(dim, self.cfg.cache_dir, self.cfg.weights, self.cfg.weight_keys(dim))
             except WeightsError as e:
                 self.skipped[dim] = str(e)
                 log.warning("%s", e)
@@ -128,10 +130,12 @@ class Scorer:
                 w["vde"] = protocol.equal_chunks(T, dc.vde_chunks)
         return w
 
-    def window_score(self, metric: Metric, ctx: VideoContext, span: Span) -> tuple[float, list[tuple[Span, float]]]:
-        """VBench-Long score of frames ``span``: mean over its clips. Returns (score, [(clip, score)])."""
+    def window_score(self, metric: Metric, ctx: VideoContext, span: Span,
+                     max_clips: int | None = None) -> tuple[float, list[tuple[Span, float, bool]]]:
+        """VBench-Long score of frames ``span``: mean over its kept clips (all clips unless a filter drops
+        some; at most ``max_clips`` of them, in clip order). Returns (score, [(clip, score, used)])."""
         clips = protocol.clips_for(span, ctx.fps, self.cfg.clips.seconds_for(metric.spec.name))
-        scores = []
+        scores, used = [], 0
         for c in clips:
             s = float(metric.score(ctx, c))
             if math.isnan(s) or math.isinf(s):
@@ -139,9 +143,15 @@ class Scorer:
                     f"the model returned a non-finite score on frames {c.start}-{c.end}; "
                     "check the weight file and the frame size."
                 )
-            scores.append((c, s))
-        return sum(s for _, s in scores) / len(scores), scores
-
+            use = metric.keeps(ctx, c) and (max_clips is None or used < max_clips)
+            used += use
+            scores.append((c, s, use))
+        if not used:
+            raise MetricInputError(
+                f"none of the {len(clips)} clip(s) of frames {span.start}-{span.end} passed VBench-Long's static "
+                "filter, so this window has no score (set clips.static_filter=false to score every clip)."
+            )
+        return sum(s for _, s, u in scores if u) / used, scores
     def _score_dim(self, metric: Metric, ctx: VideoContext, windows: dict | None = None) -> DimensionResult:
         spec = metric.spec
         secs = self.cfg.clips.seconds_for(spec.name)
@@ -160,8 +170,8 @@ class Scorer:
                               if c.length >= spec.min_frames]
             # one batched pass over every frame any clip, segment or window needs
             metric.prepare(ctx, sorted(set(main) | set(extra), key=lambda s: (s.start, s.end)))
-            out.score, clips = self.window_score(metric, ctx, windows["video"][0])
-            out.clips = [_span_dict(c, ctx.fps, s) for c, s in clips]
+            out.score, clips = self.window_score(metric, ctx, windows["video"][0], metric.max_clips)
+            out.clips = [_span_dict(c, ctx.fps, s, u) for c, s, u in clips]
         except MetricInputError as e:
             out.error = f"{spec.name}: {e}"
         except Exception as e:  # never let one dimension take the others down

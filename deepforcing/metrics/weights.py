@@ -134,9 +134,10 @@ def missing_message(dim: str, statuses: list[WeightStatus]) -> str:
     )
 
 
-def resolve(dim: str, cache_dir=None, explicit=None) -> dict[str, Path]:
-    """Paths of every file ``dim`` needs, or WeightsError naming what is missing and where to get it."""
-    statuses = [locate(k, cache_dir, explicit) for k in SPECS[dim].weights]
+def resolve(dim: str, cache_dir=None, explicit=None, keys: tuple[str, ...] | None = None) -> dict[str, Path]:
+    """Paths of every file ``dim`` needs (``keys``, default its spec's), or WeightsError naming what is
+    missing and where to get it."""
+    statuses = [locate(k, cache_dir, explicit) for k in (SPECS[dim].weights if keys is None else keys)]
     missing = [s for s in statuses if not s.present]
     if missing:
         raise WeightsError(missing_message(dim, missing))

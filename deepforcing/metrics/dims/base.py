@@ -99,6 +99,13 @@ class Metric:
     def score(self, ctx: VideoContext, span: Span) -> float:
         raise NotImplementedError
 
+    def keeps(self, ctx: VideoContext, span: Span) -> bool:
+        """Whether this clip counts towards a window's score (VBench-Long's static filter says no to some)."""
+        return True
+
+    #: at most this many kept clips make up the video's score (None: all)
+    max_clips: int | None = None
+
     def _missing(self, ctx: VideoContext, key: str, idx: Iterable[int]) -> list[int]:
         c = ctx.cache.setdefault(key, {})
         return sorted({i for i in idx if i not in c})

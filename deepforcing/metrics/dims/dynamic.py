@@ -1,14 +1,17 @@
 """Dynamic degree: RAFT (vbench's vendored network, 20 iterations) on frames sampled at ~8 fps; a clip is
 dynamic (1) when at least round(4 N / 16) pairs have a top-5 % flow magnitude above 6 * min(H, W) / 256.
 
-The pair score, threshold and count rule are vbench's own ``DynamicDegree`` methods; flows are cached
-per frame pair and batched.
+The pair score, threshold and count rule are vbench's own ``DynamicDegree`` methods. RAFT runs once per
+ordered frame pair (batched); what the flow is reduced to -- the top-5 % mean used here and the top-2 %
+mean of VBench-Long's static filter -- is cached per pair in ``ctx.cache["raft"]``, so the two share flows.
 """
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from ..protocol import Span
@@ -21,41 +24,65 @@ def sample_indices(span: Span, fps: float) -> list[int]:
     return list(range(span.start, span.end, max(1, round(fps / 8))))
 
 
+@functools.lru_cache(maxsize=2)
+def load_raft(weights: str, device: str):
+    """vbench's ``DynamicDegree`` wrapper: RAFT (vendored, ``small=False``) loaded exactly as vbench does,
+    plus its ``get_score`` / ``set_params`` / ``check_move``. Shared by every metric that needs flow."""
+    from easydict import EasyDict
+    from vbench.dynamic_degree import DynamicDegree as VBenchDD
+
+    args = EasyDict(model=weights, small=False, mixed_precision=False, alternate_corr=False)
+    return VBenchDD(args, device)
+
+
+def top_mean(flow: torch.Tensor, fraction: float) -> float:
+    """Mean of the largest ``int(h * w * fraction)`` flow magnitudes of one [2,H,W] flow (float32 numpy, as
+    VBench computes it). With 0.05 this is ``DynamicDegree.get_score``; with 0.02, VBench-Long's
+    ``StaticFilter.get_score``."""
+    f = flow.permute(1, 2, 0).cpu().numpy()
+    rad = np.sqrt(np.square(f[:, :, 0]) + np.square(f[:, :, 1]))
+    h, w = rad.shape
+    return float(np.mean(abs(np.sort(-rad.flatten()))[: int(h * w * fraction)]))
+
+
+def raft_pairs(vb, ctx: VideoContext, pairs, device: str, batch: int = 4) -> None:
+    """Run RAFT (20 iterations, test mode, frames padded to /8 as VBench pads them) on every ordered pair
+    not cached yet; cache ``{"top5": ..., "top2": ...}`` per pair in ``ctx.cache["raft"]``."""
+    from vbench.third_party.RAFT.core.utils_core.utils import InputPadder
+
+    cache = ctx.cache.setdefault("raft", {})
+    todo = sorted(p for p in set(pairs) if p not in cache)
+    if not todo:
+        return
+    h, w = ctx.hw
+    padder = InputPadder((1, 3, h, w))
+    for b in batched(todo, batch):
+        x0 = ctx.float_tchw([i for i, _ in b]).to(device)
+        x1 = ctx.float_tchw([j for _, j in b]).to(device)
+        x0, x1 = padder.pad(x0, x1)
+        with torch.no_grad():
+            _, flow = vb.model(x0, x1, iters=20, test_mode=True)
+        for k, p in enumerate(b):
+            cache[p] = {"top5": vb.get_score(x0[k : k + 1], flow[k : k + 1]), "top2": top_mean(flow[k], 0.02)}
+
+
 class DynamicDegree(Metric):
     spec = SPECS["dynamic_degree"]
 
     def __init__(self, files: dict[str, Path], device: str, cfg):
         super().__init__(files, device, cfg)
-        from easydict import EasyDict
-        from vbench.dynamic_degree import DynamicDegree as VBenchDD
-
-        args = EasyDict(model=str(files["raft_things"]), small=False, mixed_precision=False, alternate_corr=False)
-        self.vb = VBenchDD(args, device)  # loads RAFT exactly as vbench does
+        self.vb = load_raft(str(files["raft_things"]), device)
 
     def prepare(self, ctx: VideoContext, spans: list[Span]) -> None:
-        from vbench.third_party.RAFT.core.utils_core.utils import InputPadder
-
         pairs = set()
         for s in spans:
             idx = sample_indices(s, ctx.fps)
             pairs |= set(zip(idx[:-1], idx[1:], strict=True))
-        todo = sorted(p for p in pairs if p not in ctx.cache.setdefault("raft", {}))
-        if not todo:
-            return
-        h, w = ctx.hw
-        padder = InputPadder((1, 3, h, w))
-        for b in batched(todo, 4):
-            x0 = ctx.float_tchw([i for i, _ in b]).to(self.device)
-            x1 = ctx.float_tchw([j for _, j in b]).to(self.device)
-            x0, x1 = padder.pad(x0, x1)
-            with torch.no_grad():
-                _, flow = self.vb.model(x0, x1, iters=20, test_mode=True)
-            for k, p in enumerate(b):
-                ctx.cache["raft"][p] = self.vb.get_score(x0[k : k + 1], flow[k : k + 1])
+        raft_pairs(self.vb, ctx, pairs, self.device)
 
     def pair_scores(self, ctx: VideoContext, span: Span) -> list[float]:
         idx = sample_indices(span, ctx.fps)
-        return [ctx.cache["raft"][p] for p in zip(idx[:-1], idx[1:], strict=True)]
+        return [ctx.cache["raft"][p]["top5"] for p in zip(idx[:-1], idx[1:], strict=True)]
 
     def score(self, ctx: VideoContext, span: Span) -> float:
         self.check_span(span)

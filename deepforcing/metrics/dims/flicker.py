@@ -1,14 +1,53 @@
-"""Temporal flickering (no weights): (255 - mean over consecutive pairs of mean |x_t+1 - x_t|) / 255."""
+"""Temporal flickering (no weights): (255 - mean over consecutive pairs of mean |x_t+1 - x_t|) / 255.
+
+With ``clips.static_filter`` (VBench-Long's ``--static_filter_flag``) only static clips count. VBench-Long's
+static test on one clip of N frames: RAFT flow (20 iterations) on every consecutive pair and on the two
+wrap-around pairs (first -> last, then last -> first); each pair's score is the mean of
+its top 2 % flow magnitudes; with thres = 3 * min(H, W) / 256 and count = round(2 N / 16), the clip is
+static unless more than ``count`` consecutive pairs exceed thres, or a wrap pair exceeds 2 * count * thres.
+"""
 
 from __future__ import annotations
+
+from pathlib import Path
+
+import torch
 
 from ..protocol import Span
 from ..specs import SPECS
 from .base import Metric, VideoContext
 
 
+def static_pairs(span: Span) -> list[tuple[int, int]]:
+    """The ordered pairs VBench-Long's static filter runs RAFT on for one clip."""
+    i = list(range(span.start, span.end))
+    return list(zip(i[:-1], i[1:], strict=True)) + [(i[0], i[-1]), (i[-1], i[0])]
+
+
+def is_static(scores: list[float], hw: tuple[int, int], num_frames: int) -> bool:
+    """VBench-Long's ``StaticFilter.set_params`` + ``check_static`` on the pair scores of one clip."""
+    thres = 3.0 * (min(hw) / 256.0)
+    count_num = round(2 * (num_frames / 16.0))
+    count = 0
+    for s in scores[:-2]:
+        if s > thres:
+            count += 1
+        if count > count_num:
+            return False
+    return not any(s > thres * count_num * 2 for s in scores[-2:])
+
+
 class TemporalFlickering(Metric):
     spec = SPECS["temporal_flickering"]
+
+    def __init__(self, files: dict[str, Path], device: str, cfg):
+        super().__init__(files, device, cfg)
+        self.static_filter = bool(cfg.clips.static_filter) if cfg is not None else False
+        self.max_clips = cfg.clips.static_max_clips if self.static_filter else None
+        if self.static_filter:
+            from .dynamic import load_raft
+
+            self.vb = load_raft(str(files["raft_things"]), device)
 
     def prepare(self, ctx: VideoContext, spans: list[Span]) -> None:
         pairs = {i for s in spans for i in range(s.start, s.end - 1)}
@@ -18,16 +57,22 @@ class TemporalFlickering(Metric):
         for i in todo:
             a = f[i].float()
             b = f[i + 1].float()
-            cache[i] = float((a - b).abs().mean(dtype=torch_float64()))
+            cache[i] = float((a - b).abs().mean(dtype=torch.float64))
+        if self.static_filter:
+            from .dynamic import raft_pairs
+
+            raft_pairs(self.vb, ctx, [p for s in spans if s.length >= 2 for p in static_pairs(s)], self.device)
+
+    def keeps(self, ctx: VideoContext, span: Span) -> bool:
+        if not self.static_filter:
+            return True
+        if span.length < 2:
+            return False
+        scores = [ctx.cache["raft"][p]["top2"] for p in static_pairs(span)]
+        return is_static(scores, ctx.hw, span.length)
 
     def score(self, ctx: VideoContext, span: Span) -> float:
         self.check_span(span)
         c = ctx.cache["flicker_mae"]
         maes = [c[i] for i in range(span.start, span.end - 1)]
         return (255.0 - sum(maes) / len(maes)) / 255.0
-
-
-def torch_float64():
-    import torch
-
-    return torch.float64

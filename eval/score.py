@@ -116,6 +116,9 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--clip-seconds", action="append", metavar="DIM=S", help="override a dimension's clip length")
     ap.add_argument("--no-clips", action="store_true", help="score each video as one clip (plain VBench)")
+    ap.add_argument("--scene-split", action="store_true",
+                    help="VBench-Long's --use_semantic_splitting: cut at scene changes (PySceneDetect, threshold 35) "
+                    "before clipping")
     ap.add_argument("--static-filter", action="store_true",
                     help="VBench-Long's --static_filter_flag: temporal flickering on static clips only (needs RAFT)")
     ap.add_argument("--static-max-clips", type=int, default=5,
@@ -139,7 +142,8 @@ def main(argv: list[str] | None = None) -> int:
             dimensions=tuple(args.dimensions), device=args.device, cache_dir=args.cache_dir,
             weights=_kv(args.weight, "--weight"), batch_size=args.batch_size,
             clips=ClipProtocol(enabled=not args.no_clips, seconds=_kv(args.clip_seconds, "--clip-seconds", float),
-                               static_filter=args.static_filter, static_max_clips=args.static_max_clips),
+                               static_filter=args.static_filter, static_max_clips=args.static_max_clips,
+                               scene_split=args.scene_split),
             drift=DriftConfig(enabled=not args.no_drift, segment_seconds=args.segment_seconds,
                               vde=not args.no_vde, edge_windows=not args.no_edges),
             imaging_preprocess=args.imaging_preprocess, progress=not args.no_progress,

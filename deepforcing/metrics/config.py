@@ -30,6 +30,10 @@ class ClipProtocol:
     seconds: dict[str, float] = field(default_factory=dict)
     static_filter: bool = False
     static_max_clips: int | None = 5
+    #: VBench-Long's ``--use_semantic_splitting``: cut at scene changes first (PySceneDetect ContentDetector
+    #: at ``scene_threshold``), clip each scene on its own, score = mean over scenes of their clip means
+    scene_split: bool = False
+    scene_threshold: float = 35.0
 
     def seconds_for(self, dim: str) -> float | None:
         if not self.enabled:
@@ -100,6 +104,8 @@ class EvalConfig:
             raise ConfigError(f"drift.edge_fraction must be in (0, 0.5], got {self.drift.edge_fraction}.")
         if self.drift.vde_weighting not in ("linear", "log"):
             raise ConfigError(f"drift.vde_weighting must be 'linear' or 'log', got {self.drift.vde_weighting!r}.")
+        if self.clips.scene_threshold <= 0:
+            raise ConfigError(f"clips.scene_threshold must be > 0, got {self.clips.scene_threshold}.")
         if self.clips.static_max_clips is not None and self.clips.static_max_clips < 1:
             raise ConfigError(f"clips.static_max_clips must be >= 1 or None, got {self.clips.static_max_clips}.")
         for dim, s in self.clips.seconds.items():

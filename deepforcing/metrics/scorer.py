@@ -35,6 +35,7 @@ class DimensionResult:
     version: str = ""
     clip_seconds: float | None = None
     clips: list[dict] = field(default_factory=list)
+    scenes: list[dict] = field(default_factory=list)  # per-scene scores when the video was split at scene cuts
     segments: list[dict] = field(default_factory=list)
     drift: dict = field(default_factory=dict)
     seconds: float = 0.0  # wall time spent on this dimension for this video
@@ -122,6 +123,12 @@ class Scorer:
     def _windows(self, ctx: VideoContext) -> dict[str, list[Span]]:
         T, fps, dc = ctx.num_frames, ctx.fps, self.cfg.drift
         w: dict[str, list[Span]] = {"video": [Span(0, T)]}
+        if self.cfg.clips.enabled and self.cfg.clips.scene_split:
+            if "scenes" not in ctx.cache:
+                from .scenes import detect_scenes
+
+                ctx.cache["scenes"] = detect_scenes(ctx.frames, fps, self.cfg.clips.scene_threshold)
+            w["video"] = ctx.cache["scenes"]
         if dc.enabled:
             w["segments"] = protocol.segments(T, fps, dc.segment_seconds)
             if dc.edge_windows:
@@ -160,7 +167,7 @@ class Scorer:
         try:
             metric.validate(ctx)
             windows = windows or self._windows(ctx)
-            main = protocol.clips_for(windows["video"][0], ctx.fps, secs)
+            main = [c for w in windows["video"] for c in protocol.clips_for(w, ctx.fps, secs)]
             for c in main:
                 metric.check_span(c)
             extra = []
@@ -170,8 +177,12 @@ class Scorer:
                               if c.length >= spec.min_frames]
             # one batched pass over every frame any clip, segment or window needs
             metric.prepare(ctx, sorted(set(main) | set(extra), key=lambda s: (s.start, s.end)))
-            out.score, clips = self.window_score(metric, ctx, windows["video"][0], metric.max_clips)
-            out.clips = [_span_dict(c, ctx.fps, s, u) for c, s, u in clips]
+            # the VBench-Long score: mean over the video's clips, or over scenes of their clip means
+            per_scene = [self.window_score(metric, ctx, w, metric.max_clips) for w in windows["video"]]
+            out.score = sum(v for v, _ in per_scene) / len(per_scene)
+            out.clips = [_span_dict(c, ctx.fps, s, u) for _, clips in per_scene for c, s, u in clips]
+            if len(per_scene) > 1:
+                out.scenes = [_span_dict(w, ctx.fps, v) for w, (v, _) in zip(windows["video"], per_scene, strict=True)]
         except MetricInputError as e:
             out.error = f"{spec.name}: {e}"
         except Exception as e:  # never let one dimension take the others down

@@ -63,12 +63,19 @@ class SlowFastConfig:
     fused = w_inclip * in-clip score + w_clip2clip * mapped clip-to-clip score (in-clip alone when the
     mapped score is 0). The clip-to-clip score applies the consistency formula to the first frame of every
     clip; the mapping table is VBench's ``configs/{subject,background}_mapping_table.yaml``.
+
+    Encoders of the first frames, as VBench-Long's ``--sb_clip2clip_feat_extractor`` /
+    ``--bg_clip2clip_feat_extractor``: subject ``dinov2`` (its default; DINOv2 ViT-B/14, needs
+    ``dinov2_vitb14``) or ``dino`` (the dimension's DINO ViT-B/16); background ``clip`` (the dimension's CLIP
+    ViT-B/32). VBench-Long's default background encoder, DreamSim, is not available here.
     """
 
     enabled: bool = False
     w_inclip: float = 0.5
     w_clip2clip: float = 0.5
     mapping_tables: dict[str, str] = field(default_factory=dict)  # dimension -> yaml path
+    subject_encoder: str = "dinov2"
+    background_encoder: str = "clip"
 
 
 @dataclass
@@ -104,6 +111,12 @@ class EvalConfig:
             raise ConfigError(f"drift.edge_fraction must be in (0, 0.5], got {self.drift.edge_fraction}.")
         if self.drift.vde_weighting not in ("linear", "log"):
             raise ConfigError(f"drift.vde_weighting must be 'linear' or 'log', got {self.drift.vde_weighting!r}.")
+        if self.slow_fast.subject_encoder not in ("dinov2", "dino"):
+            raise ConfigError(f"slow_fast.subject_encoder={self.slow_fast.subject_encoder!r}; use 'dinov2' "
+                              "(VBench-Long's default) or 'dino'.")
+        if self.slow_fast.background_encoder != "clip":
+            raise ConfigError(f"slow_fast.background_encoder={self.slow_fast.background_encoder!r}; only 'clip' is "
+                              "available (VBench-Long's DreamSim encoder is not implemented).")
         if self.clips.scene_threshold <= 0:
             raise ConfigError(f"clips.scene_threshold must be > 0, got {self.clips.scene_threshold}.")
         if self.clips.static_max_clips is not None and self.clips.static_max_clips < 1:
@@ -118,6 +131,8 @@ class EvalConfig:
         keys = SPECS[dim].weights
         if dim == "temporal_flickering" and self.clips.static_filter:
             keys = (*keys, *SPECS["dynamic_degree"].weights)
+        if dim == "subject_consistency" and self.slow_fast.enabled and self.slow_fast.subject_encoder == "dinov2":
+            keys = (*keys, "dinov2_vitb14")
         return keys
 
     def resolved_device(self) -> str:

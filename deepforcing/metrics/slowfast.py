@@ -5,8 +5,10 @@ when the mapped score is 0 (vbench2_beta_long ``fuse_inclip_clip2clip``). The cl
 the first/previous-frame consistency formula to the first frame of every clip; the mapping is VBench's
 piecewise-linear table (``configs/{subject,background}_mapping_table.yaml``: ``{clip2clip: in-clip}``).
 
-Deviation: VBench encodes those first frames with DINOv2 ViT-B/14 (subject) and DreamSim (background);
-we use the dimension's own encoder (DINO ViT-B/16 / CLIP ViT-B/32), so fused numbers are not VBench's.
+First-frame encoders (``SlowFastConfig``): subject DINOv2 ViT-B/14 with VBench-Long's ``dinov2_transform``
+(its default) or the dimension's DINO; background the dimension's CLIP ViT-B/32 (VBench-Long's ``clip``
+choice; its default, DreamSim, is not available). VBench-Long re-encodes the first frames into an mp4
+before scoring them; we use the decoded frames themselves.
 """
 
 from __future__ import annotations
@@ -49,8 +51,12 @@ def fuse(metric, ctx, out, cfg) -> dict:
               "encoder": metric.spec.weights[0]}
     if len(firsts) < 2:  # vbench skips videos with a single clip
         return result
-    key = "dino" if metric.spec.name == "subject_consistency" else metric.key
-    feats = torch.stack([ctx.cache[key][i] for i in firsts])
+    if metric.spec.name == "subject_consistency" and sf.subject_encoder == "dinov2":
+        feats = dinov2_features(metric, ctx, firsts)
+        result["encoder"] = "dinov2_vitb14"
+    else:
+        key = "dino" if metric.spec.name == "subject_consistency" else metric.key
+        feats = torch.stack([ctx.cache[key][i] for i in firsts])
     feats = torch.nn.functional.normalize(feats, dim=-1, p=2)
     total, n = consistency(feats)
     c2c = total / n
@@ -58,6 +64,22 @@ def fuse(metric, ctx, out, cfg) -> dict:
     fused = out.score * sf.w_inclip + mapped * sf.w_clip2clip if mapped != 0.0 else out.score
     result.update(clip2clip=c2c, mapped=mapped, fused=fused)
     return result
+
+
+def dinov2_features(metric, ctx, frames: list[int]) -> torch.Tensor:
+    """DINOv2 CLS features of ``frames`` (cached per frame in ``ctx.cache["dinov2"]``)."""
+    from .dims.base import batched
+    from .dims.subject import dinov2_transform, load_dinov2
+
+    model = load_dinov2(str(metric.files["dinov2_vitb14"]), metric.device)
+    cache = ctx.cache.setdefault("dinov2", {})
+    tf = dinov2_transform(224)
+    for b in batched(sorted({i for i in frames if i not in cache}), metric.cfg.batch_size):
+        with torch.no_grad():
+            f = model(tf(ctx.float_tchw(b)).to(metric.device))
+        for i, row in zip(b, f, strict=True):
+            cache[i] = row
+    return torch.stack([cache[i] for i in frames])
 
 
 __all__ = ["fuse", "map_score"]

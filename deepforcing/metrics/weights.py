@@ -64,6 +64,12 @@ WEIGHT_FILES: dict[str, WeightFile] = {
             "DINO ViT-B/16 backbone (~343 MB)",
         ),
         WeightFile(
+            "dinov2_vitb14", "dinov2_model/dinov2_vitb14_pretrain.pth",
+            "https://dl.fbaipublicfiles.com/dinov2/dinov2_vitb14/dinov2_vitb14_pretrain.pth",
+            "DINOv2 ViT-B/14 backbone (~346 MB; only for slow-fast fusion of subject consistency)",
+            fallbacks=("~/.cache/torch/hub/checkpoints/dinov2_vitb14_pretrain.pth",),
+        ),
+        WeightFile(
             "musiq_spaq", "pyiqa_model/musiq_spaq_ckpt-358bb6af.pth",
             "https://github.com/chaofengc/IQA-PyTorch/releases/download/v0.1-weights/"
             "musiq_spaq_ckpt-358bb6af.pth",
@@ -117,7 +123,7 @@ def locate(key: str, cache_dir: str | os.PathLike | None = None, explicit: dict 
     if p.is_file():
         return WeightStatus(key, p, True, "cache")
     for fb in wf.fallbacks:
-        q = Path(_clip_pkg_bpe()) if fb == "<openai-clip package>" else Path(fb)
+        q = Path(_clip_pkg_bpe()) if fb == "<openai-clip package>" else Path(fb).expanduser()
         if str(q) and q.is_file():
             return WeightStatus(key, q, True, "package")
     return WeightStatus(key, p, False, "cache")

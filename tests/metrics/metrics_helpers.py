@@ -77,6 +77,18 @@ class RandomWeights:
         m = timm.create_model("vit_base_patch16_224", pretrained=False, num_classes=0)
         torch.save(m.state_dict(), p)
 
+    def _make_dinov2_vitb14(self, p: Path) -> None:
+        """DINOv2's released layout: timm-compatible keys plus ``mask_token``; layer-scale gammas set to
+        DINOv2's init value 1.0 so every block contributes (timm initialises them to 1e-5)."""
+        import timm
+
+        torch.manual_seed(11)
+        m = timm.create_model("vit_base_patch14_dinov2", pretrained=False, num_classes=0)
+        sd = {k: (torch.ones_like(v) if k.endswith(("ls1.gamma", "ls2.gamma")) else v)
+              for k, v in m.state_dict().items()}
+        sd["mask_token"] = torch.zeros(1, sd["cls_token"].shape[-1])
+        torch.save(sd, p)
+
     def _make_musiq_spaq(self, p: Path) -> None:
         from pyiqa.archs.musiq_arch import MUSIQ
 
@@ -153,6 +165,35 @@ class _Holder(torch.nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x
+
+
+def import_vbench_long(monkeypatch):
+    """Import vbench 0.1.5's ``vbench2_beta_long`` (VBench-Long). It does not import as shipped: torchvision
+    0.29 has no ``io.write_video`` and ``scenedetect`` / ``moviepy.editor`` / ``dreamsim`` are undeclared.
+    None of them is used by the functions our tests call, so empty stand-ins are put in place first."""
+    import sys
+    import types
+
+    import torchvision.io
+
+    monkeypatch.setattr(torchvision.io, "write_video", lambda *a, **k: None, raising=False)
+    for name, attrs in {"scenedetect": ("open_video", "SceneManager", "split_video_ffmpeg"),
+                        "scenedetect.detectors": ("ContentDetector",),
+                        "scenedetect.video_splitter": ("split_video_ffmpeg",),
+                        "moviepy": (), "moviepy.editor": ("VideoFileClip",), "dreamsim": ("dreamsim",)}.items():
+        try:
+            mod = __import__(name, fromlist=["_"])
+            if all(hasattr(mod, a) for a in attrs):
+                continue
+        except ImportError:
+            pass
+        mod = types.ModuleType(name)
+        for a in attrs:
+            setattr(mod, a, None)
+        monkeypatch.setitem(sys.modules, name, mod)
+    import vbench2_beta_long
+
+    return vbench2_beta_long
 
 
 def synthetic_frames(t: int = 16, h: int = 128, w: int = 160, seed: int = 0, speed: int = 3,

@@ -1,20 +1,16 @@
 """VBench-Long's static-clip filter for temporal flickering.
 
-Reference: ``vbench2_beta_long.static_filter.StaticFilter`` of vbench 0.1.5 itself. Its package does not
-import on torchvision 0.29 (no ``io.write_video``) and without the undeclared ``scenedetect`` / ``moviepy``;
-none of those is used by the static test, so the test supplies empty stand-ins for them before importing it
-and then runs vbench's own ``infer`` on each clip file.
+Reference: ``vbench2_beta_long.static_filter.StaticFilter`` of vbench 0.1.5 itself (imported with
+``import_vbench_long``, which stands in for its unused, unimportable dependencies), run with vbench's own
+``infer`` on each clip file.
 """
 
 from __future__ import annotations
 
-import sys
-import types
-
 import numpy as np
 import pytest
 import torch
-from metrics_helpers import synthetic_frames
+from metrics_helpers import import_vbench_long, synthetic_frames
 
 from deepforcing.metrics.config import ClipProtocol, DriftConfig, EvalConfig
 from deepforcing.metrics.dims.base import VideoContext
@@ -110,18 +106,7 @@ def _video(frames):
 # -- against vbench's own StaticFilter ------------------------------------------------------------------
 @pytest.fixture
 def vbench_static_filter(monkeypatch):
-    import torchvision.io
-
-    monkeypatch.setattr(torchvision.io, "write_video", lambda *a, **k: None, raising=False)
-    for name, attrs in {"scenedetect": ("open_video", "SceneManager", "split_video_ffmpeg"),
-                        "scenedetect.detectors": ("ContentDetector",),
-                        "scenedetect.video_splitter": ("split_video_ffmpeg",),
-                        "moviepy": (), "moviepy.editor": ("VideoFileClip",)}.items():
-        if name not in sys.modules:
-            mod = types.ModuleType(name)
-            for a in attrs:
-                setattr(mod, a, None)
-            monkeypatch.setitem(sys.modules, name, mod)
+    import_vbench_long(monkeypatch)
     import vbench2_beta_long.static_filter as sfm
 
     monkeypatch.setattr(sfm, "DEVICE", "cpu")  # the module sends frames to 'cuda' unconditionally

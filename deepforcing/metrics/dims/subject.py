@@ -23,26 +23,29 @@ from .base import Metric, VideoContext, batched, consistency
 
 
 class TimmDino(torch.nn.Module):
-    """timm ViT-B/16 fed like DINO's VisionTransformer: patch conv (floors partial patches), CLS token,
-    position embeddings resized with DINO's bicubic ``scale_factor`` rule, blocks, norm, CLS output."""
+    """timm ViT fed like DINO's (and DINOv2's) VisionTransformer: patch conv (floors partial patches), CLS
+    token, position embeddings resized with DINO's bicubic ``scale_factor`` rule (offset 0.1, no antialias),
+    blocks, norm, CLS output. Default: DINO ViT-B/16; ``arch="vit_base_patch14_dinov2"`` for DINOv2 ViT-B/14
+    (its released state dict has the same keys, plus an unused ``mask_token``)."""
 
-    def __init__(self, state_dict: dict):
+    def __init__(self, state_dict: dict, arch: str = "vit_base_patch16_224"):
         super().__init__()
         import timm
 
-        self.vit = timm.create_model("vit_base_patch16_224", pretrained=False, num_classes=0)
-        self.vit.load_state_dict(state_dict, strict=True)
+        self.vit = timm.create_model(arch, pretrained=False, num_classes=0)
+        self.patch = self.vit.patch_embed.proj.kernel_size[0]
+        self.vit.load_state_dict({k: v for k, v in state_dict.items() if k != "mask_token"}, strict=True)
         for blk in self.vit.blocks:  # explicit softmax(QK^T)V, as DINO computes it
             blk.attn.fused_attn = False
 
     def pos_embed(self, h: int, w: int) -> torch.Tensor:
         pe = self.vit.pos_embed
         n = pe.shape[1] - 1
-        h0, w0 = h // 16, w // 16
+        h0, w0 = h // self.patch, w // self.patch
         s = int(math.sqrt(n))
         if h0 * w0 == n and h == w:  # DINO's test is on pixel sizes, not on the patch grid
             return pe
-        grid = pe[:, 1:].reshape(1, s, s, -1).permute(0, 3, 1, 2)
+        grid = pe[:, 1:].float().reshape(1, s, s, -1).permute(0, 3, 1, 2)
         grid = F.interpolate(grid, scale_factor=((h0 + 0.1) / s, (w0 + 0.1) / s), mode="bicubic")
         grid = grid.permute(0, 2, 3, 1).reshape(1, -1, pe.shape[-1])
         return torch.cat((pe[:, :1], grid), dim=1)
@@ -65,6 +68,25 @@ def load_dino(weights: str, repo: str | None, device: str) -> torch.nn.Module:
     else:
         model = TimmDino(sd)
     return model.to(device).eval()
+
+
+@functools.lru_cache(maxsize=2)
+def load_dinov2(weights: str, device: str) -> torch.nn.Module:
+    """DINOv2 ViT-B/14 (``dinov2_vitb14_pretrain.pth``), VBench-Long's clip-to-clip subject encoder."""
+    return TimmDino(torch.load(weights, map_location="cpu"), "vit_base_patch14_dinov2").to(device).eval()
+
+
+def dinov2_transform(n_px: int = 224):
+    """VBench-Long's ``dinov2_transform``: bicubic resize of the shorter side to 256 (torchvision's default
+    antialias), center crop ``n_px``, /255, ImageNet mean/std."""
+    from torchvision import transforms
+
+    return transforms.Compose([
+        transforms.Resize(256, interpolation=transforms.InterpolationMode.BICUBIC),
+        transforms.CenterCrop(n_px),
+        transforms.Lambda(lambda x: x.float().div(255.0)),
+        transforms.Normalize(mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225)),
+    ])
 
 
 class SubjectConsistency(Metric):

@@ -11,6 +11,7 @@ Every job of a multirun runs in this process and reuses the loaded models. Resul
 from __future__ import annotations
 
 import logging
+from dataclasses import fields
 from pathlib import Path
 
 import hydra
@@ -23,6 +24,7 @@ from deepforcing.engine import RolloutConfig
 from deepforcing.errors import ConfigError
 from deepforcing.knobs import latent_frames_for_seconds
 from deepforcing.loggers import make_logger
+from deepforcing.metrics.config import ClipProtocol
 from deepforcing.model import preset
 from deepforcing.pipeline import ModelSpec, PointConfig, Runtime, run_point
 
@@ -64,9 +66,21 @@ def point_from_cfg(cfg: DictConfig) -> PointConfig:
     point = PointConfig(
         model=model, method=method["preset"], knobs=knobs, rollout=rollout, prompts=read_prompts(cfg),
         fps=cfg.fps, metrics=tuple(cfg.metric_dims), segment_seconds=cfg.segment_seconds, crf=cfg.crf,
+        clips=clip_protocol(cfg),
     )
     point.validate()
     return point
+
+
+def clip_protocol(cfg: DictConfig) -> ClipProtocol:
+    """``clips:`` of the config (VBench-Long options) as the library's typed ClipProtocol."""
+    c = OmegaConf.to_container(cfg.get("clips") or {}, resolve=True)
+    c["seconds"] = c.get("seconds") or {}
+    unknown = set(c) - {f.name for f in fields(ClipProtocol)}
+    if unknown:
+        raise ConfigError(f"clips: unknown option(s) {sorted(unknown)}; known: "
+                          f"{[f.name for f in fields(ClipProtocol)]}")
+    return ClipProtocol(**c)
 
 
 def compile_sweep(out_dir: Path, sweep: str) -> None:

@@ -20,6 +20,7 @@ from deepforcing.cache import Geometry
 from deepforcing.engine import Engine, RolloutConfig
 from deepforcing.errors import ConfigError
 from deepforcing.knobs import apply_knobs
+from deepforcing.metrics.config import ClipProtocol
 from deepforcing.model import CausalWan, preset
 from deepforcing.policies import build_policy
 from deepforcing.video import VideoWriter
@@ -88,6 +89,7 @@ class PointConfig:
     fps: float = 16.0
     metrics: tuple[str, ...] = ("temporal_flickering",)
     segment_seconds: float = 5.0
+    clips: ClipProtocol = field(default_factory=ClipProtocol)  # VBench-Long clip lengths, static filter, scenes
     crf: int = 23
 
     def validate(self) -> None:
@@ -106,10 +108,9 @@ class PointConfig:
                         head_dim=cfg.head_dim)
         self.build_policy().validate(geom)  # bad policy settings, and settings that do not fit this rollout
         self.model.check_files()
-        from deepforcing.metrics import METRICS
+        from deepforcing.metrics.config import DriftConfig, EvalConfig
 
-        for m in self.metrics:
-            METRICS.check(m)
+        EvalConfig(dimensions=self.metrics, clips=self.clips, drift=DriftConfig(segment_seconds=self.segment_seconds))
 
     def build_policy(self):
         name, kwargs = apply_knobs(self.method, **dict(self.knobs))
@@ -172,15 +173,20 @@ class Runtime:
 
         return self._get("vae", (spec.kind, spec.config, spec.weights_root, spec.seed), build)
 
-    def scorer(self, metrics: tuple[str, ...], segment_seconds: float):
+    def scorer(self, metrics: tuple[str, ...], segment_seconds: float, clips: ClipProtocol | None = None):
+        import json
+
         from deepforcing.metrics.config import DriftConfig, EvalConfig
         from deepforcing.metrics.scorer import Scorer
 
+        clips = clips or ClipProtocol()
+
         def build():
             return Scorer(EvalConfig(dimensions=metrics, drift=DriftConfig(segment_seconds=segment_seconds),
-                                     progress=False))
+                                     clips=clips, progress=False))
 
-        return self._get("metrics", (metrics, segment_seconds), build)
+        key = (metrics, segment_seconds, json.dumps(asdict(clips), sort_keys=True))
+        return self._get("metrics", key, build)
 
 
 def build_backbone(spec: ModelSpec) -> CausalWan:
@@ -225,7 +231,7 @@ def generate_video(
     ctx = encoder.encode([prompt]).to(engine.model.device)
     text = engine.model.text_state(ctx)
     decoder = runtime.vae(spec).stream(output="uint8")
-    scorer = runtime.scorer(point.metrics, point.segment_seconds) if point.metrics else None
+    scorer = runtime.scorer(point.metrics, point.segment_seconds, point.clips) if point.metrics else None
     from deepforcing.metrics.scorer import StreamingScorer
 
     stream = StreamingScorer(scorer, point.fps, prompt=prompt, layout="TCHW", name=name) if scorer else None

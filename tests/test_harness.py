@@ -68,6 +68,22 @@ def test_length_s_sets_latent_frames():
     assert point.rollout.num_frames == 123  # 4*122+1 = 489 pixel frames >= 480 = 30 s at 16 fps
 
 
+def test_vbench_long_options_reach_the_scorer():
+    """clips.* overrides become the point's ClipProtocol (part of its identity) and the scorer's."""
+    point = run.point_from_cfg(composed(["clips.static_filter=true", "clips.scene_split=true",
+                                         "clips.seconds={overall_consistency:2}"]))
+    assert point.clips.static_filter and point.clips.scene_split
+    assert point.clips.seconds == {"overall_consistency": 2}
+    assert point.semantic()["clips"]["static_filter"] is True
+    default = run.point_from_cfg(composed([]))
+    assert default.semantic()["clips"] == {"enabled": True, "seconds": {}, "static_filter": False,
+                                           "static_max_clips": 5, "scene_split": False, "scene_threshold": 35.0}
+    from deepforcing.pipeline import Runtime
+
+    sc = Runtime().scorer(point.metrics, point.segment_seconds, point.clips)
+    assert sc.cfg.clips.scene_split and sc.cfg.clips.seconds_for("overall_consistency") == 2.0
+
+
 def run_cli(args, tmp_path, timeout=600):
     # the tiny model runs far faster on one thread (CI machines have two cores)
     env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true", "PYTHONUNBUFFERED": "1",
@@ -87,6 +103,9 @@ def run_cli(args, tmp_path, timeout=600):
     ("recent=2", "recent 2 < chunk 3"),
     ("model.kind=self_forcng", "model.kind 'self_forcng'"),
     ("model.config=wan_14b", "unknown model preset"),
+    ("+clips.static_filtr=true", "static_filtr"),
+    ("clips.scene_threshold=0", "scene_threshold must be > 0"),
+    ("clips.seconds={overall_consistenc:2}", "unknown metric 'overall_consistenc'"),
 ])
 def test_wrong_overrides_fail_when_the_config_is_built(override, msg):
     """Every check runs in point_from_cfg, which loads no model."""

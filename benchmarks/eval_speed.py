@@ -1,13 +1,16 @@
 """Speed of our metrics against vbench 0.1.5's own functions, on the same clips, in one run.
 
 Both paths score the same synthetic lossless mp4s with the same weights (random weights in VBench's
-formats, or real ones with --cache-dir). Two workloads:
+formats, or real ones with --cache-dir). Three workloads:
 
 * ``short``: every video scored whole (plain VBench): vbench's ``compute_<dim>`` on the files vs our
   ``Scorer`` (decode once, shared frames, batching, resident models).
-* ``long`` (default): VBench-Long 2-s clips plus the 5-s drift series. vbench has to score every clip file
-  of the video and of each segment (written losslessly here; writing time is not counted); we score all
-  of it from one decode with per-frame caches.
+* ``long``: VBench-Long 2-s clips plus the 5-s drift series. vbench has to score every clip file of the
+  video and of each segment (written losslessly here; writing time is not counted); we score all of it
+  from one decode with per-frame caches.
+* ``full`` (default): everything our scorer reports for a video by default -- the VBench-Long score, the
+  5-s drift series, FramePack's 15 % start/end windows and BlockVid's 10 VDE chunks; with vbench every one
+  of those windows is its own set of clip files.
 
 Prints per-dimension times, the largest |ours - vbench| (VBench's scale; imaging /100), and the speed ratio.
 
@@ -34,7 +37,7 @@ DEFAULT_DIMS = ["temporal_flickering", "background_consistency", "aesthetic_qual
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--workload", choices=["short", "long"], default="long")
+    ap.add_argument("--workload", choices=["short", "long", "full"], default="full")
     ap.add_argument("--dims", nargs="+", default=DEFAULT_DIMS)
     ap.add_argument("--videos", type=int, default=2)
     ap.add_argument("--frames", type=int, default=96)
@@ -49,7 +52,7 @@ def main() -> int:
     import torch
     from metrics_helpers import RandomWeights, synthetic_frames
 
-    from deepforcing.metrics import protocol
+    from deepforcing.metrics import drift, protocol
     from deepforcing.metrics.config import ClipProtocol, DriftConfig, EvalConfig
     from deepforcing.metrics.reference import vbench_scores
     from deepforcing.metrics.scorer import Scorer
@@ -81,13 +84,18 @@ def main() -> int:
         else:
             for seg in [full] + protocol.segments(args.frames, args.fps, args.segment_seconds):
                 units.append((vi, "video" if seg == full else f"seg{seg.start}", seg))
+            if args.workload == "full":
+                for k, e in enumerate(protocol.edge_windows(args.frames, 0.15)):
+                    units.append((vi, f"edge{k}", e))
+                for k, c in enumerate(protocol.equal_chunks(args.frames, 10)):
+                    units.append((vi, f"vde{k}", c))
 
     print(f"workload={args.workload} videos={args.videos} frames={args.frames} @ {args.fps} fps, {h}x{w}, "
           f"device={args.device}, dims={dims}")
     rows, t_ref_total, t_ours_total, worst = [], 0.0, 0.0, 0.0
     ref_scores: dict[str, dict] = {}
     for d in dims:
-        secs = 2.0 if args.workload == "long" else None
+        secs = None if args.workload == "short" else 2.0
         jobs, paths = [], []
         for vi, kind, span in units:
             from deepforcing.metrics.video import decode
@@ -114,9 +122,9 @@ def main() -> int:
 
     cfg = EvalConfig(dimensions=tuple(dims), device=args.device, progress=False,
                      weights={k: str(v) for fs in files.values() for k, v in fs.items()},
-                     clips=ClipProtocol(enabled=args.workload == "long"),
-                     drift=DriftConfig(enabled=args.workload == "long", segment_seconds=args.segment_seconds,
-                                       vde=False, edge_windows=False))
+                     clips=ClipProtocol(enabled=args.workload != "short"),
+                     drift=DriftConfig(enabled=args.workload != "short", segment_seconds=args.segment_seconds,
+                                       vde=args.workload == "full", edge_windows=args.workload == "full"))
     t0 = time.perf_counter()
     scorer = Scorer(cfg)
     results = [scorer.score_file(v, prompts[i]) for i, v in enumerate(videos)]
@@ -134,6 +142,12 @@ def main() -> int:
                 key = (vi, f"seg{seg['start_frame']}")
                 if key in ref_scores[d]:
                     diff = max(diff, abs(seg["score"] - ref_scores[d][key]))
+            if args.workload == "full":
+                for k, name in enumerate(("edge_start", "edge_end")):
+                    diff = max(diff, abs(dr.drift[name] - ref_scores[d][(vi, f"edge{k}")]))
+                ref_vde = drift.safe_vde([ref_scores[d][(vi, f"vde{k}")] for k in range(10)], "linear")
+                if ref_vde is not None or dr.drift.get("vde") is not None:
+                    diff = max(diff, abs(dr.drift["vde"] - ref_vde))
         worst = max(worst, diff)
         row += [t_ours, diff]
     print(f"{'dimension':<24} {'vbench s':>9} {'ours s':>8} {'ratio':>6} {'max|diff|':>10}")

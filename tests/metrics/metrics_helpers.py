@@ -212,3 +212,13 @@ def synthetic_frames(t: int = 16, h: int = 128, w: int = 160, seed: int = 0, spe
             f = 128 + (f - 128) * max(0.0, 1 - decay * i)
         out[i] = np.clip(f, 0, 255).astype(np.uint8)
     return out
+
+
+def subject_case_videos(root: Path) -> tuple[list[str], list[int]]:
+    """The two videos of the subject-consistency golden case (same as the equivalence tests' videos),
+    written losslessly under ``root``; returns their paths and the sums of their uint8 frames."""
+    from deepforcing.metrics.video import write_lossless
+
+    arrays = [synthetic_frames(8, 128, 160, 0), synthetic_frames(7, 136, 128, 1, speed=9)]
+    paths = [str(write_lossless(Path(root) / f"v{i + 1}.mp4", a, 8)) for i, a in enumerate(arrays)]
+    return paths, [int(a.astype(np.int64).sum()) for a in arrays]

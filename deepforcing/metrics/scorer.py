@@ -159,6 +159,7 @@ class Scorer:
                 "filter, so this window has no score (set clips.static_filter=false to score every clip)."
             )
         return sum(s for _, s, u in scores if u) / used, scores
+
     def _score_dim(self, metric: Metric, ctx: VideoContext, windows: dict | None = None) -> DimensionResult:
         spec = metric.spec
         secs = self.cfg.clips.seconds_for(spec.name)

@@ -1,7 +1,8 @@
 """Dynamic degree: RAFT (vbench's vendored network, 20 iterations) on frames sampled at ~8 fps; a clip is
 dynamic (1) when at least round(4 N / 16) pairs have a top-5 % flow magnitude above 6 * min(H, W) / 256.
 
-The pair score, threshold and count rule are vbench's own ``DynamicDegree`` methods. RAFT runs once per
+The threshold and count rule are vbench's own ``DynamicDegree`` methods; the pair score is its formula
+(top-5 % mean flow magnitude, checked pair by pair against ``get_score`` in the tests). RAFT runs once per
 ordered frame pair (batched); what the flow is reduced to -- the top-5 % mean used here and the top-2 %
 mean of VBench-Long's static filter -- is cached per pair in ``ctx.cache["raft"]``, so the two share flows.
 """
@@ -35,14 +36,15 @@ def load_raft(weights: str, device: str):
     return VBenchDD(args, device)
 
 
-def top_mean(flow: torch.Tensor, fraction: float) -> float:
-    """Mean of the largest ``int(h * w * fraction)`` flow magnitudes of one [2,H,W] flow (float32 numpy, as
-    VBench computes it). With 0.05 this is ``DynamicDegree.get_score``; with 0.02, VBench-Long's
-    ``StaticFilter.get_score``."""
+def top_means(flow: torch.Tensor, fractions: tuple[float, ...]) -> list[float]:
+    """Means of the largest ``int(h * w * f)`` flow magnitudes of one [2,H,W] flow, for each fraction f,
+    from one sort (float32 numpy, as VBench computes them). With 0.05 this is ``DynamicDegree.get_score``;
+    with 0.02, VBench-Long's ``StaticFilter.get_score``."""
     f = flow.permute(1, 2, 0).cpu().numpy()
     rad = np.sqrt(np.square(f[:, :, 0]) + np.square(f[:, :, 1]))
     h, w = rad.shape
-    return float(np.mean(abs(np.sort(-rad.flatten()))[: int(h * w * fraction)]))
+    desc = abs(np.sort(-rad.flatten()))
+    return [float(np.mean(desc[: int(h * w * fr)])) for fr in fractions]
 
 
 def raft_pairs(vb, ctx: VideoContext, pairs, device: str, batch: int = 4) -> None:
@@ -63,7 +65,8 @@ def raft_pairs(vb, ctx: VideoContext, pairs, device: str, batch: int = 4) -> Non
         with torch.no_grad():
             _, flow = vb.model(x0, x1, iters=20, test_mode=True)
         for k, p in enumerate(b):
-            cache[p] = {"top5": vb.get_score(x0[k : k + 1], flow[k : k + 1]), "top2": top_mean(flow[k], 0.02)}
+            top5, top2 = top_means(flow[k], (0.05, 0.02))
+            cache[p] = {"top5": top5, "top2": top2}
 
 
 class DynamicDegree(Metric):

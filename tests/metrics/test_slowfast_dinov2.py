@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 from metrics_helpers import import_vbench_long, synthetic_frames
-from vbench_long_dinov2_case import case_frames, fingerprint
+from vbench_long_dinov2_case import case_frames, same_init
 
 from deepforcing.metrics.config import DriftConfig, EvalConfig, SlowFastConfig
 from deepforcing.metrics.dims.base import VideoContext
@@ -28,8 +28,7 @@ TOL = 1e-5
 @pytest.fixture(scope="module")
 def dinov2_weights(random_weights):
     p = random_weights.path("dinov2_vitb14")
-    fp = fingerprint(torch.load(p, map_location="cpu"))
-    assert fp == pytest.approx(GOLDEN["weights_fingerprint"], rel=1e-12), (
+    assert same_init(torch.load(p, map_location="cpu"), GOLDEN["weights_fingerprint"]), (
         "the random DINOv2 weights differ from those the golden values were made with (torch/timm changed?); "
         "regenerate with tests/fixtures/vbench_long_dinov2/make_golden.py")
     return p

@@ -11,6 +11,8 @@ Every job of a multirun runs in this process and reuses the loaded models. Resul
 from __future__ import annotations
 
 import logging
+import os
+import sys
 from dataclasses import fields
 from pathlib import Path
 
@@ -27,6 +29,8 @@ from deepforcing.loggers import make_logger
 from deepforcing.metrics.config import ClipProtocol
 from deepforcing.model import preset
 from deepforcing.pipeline import ModelSpec, PointConfig, Runtime, run_point
+from deepforcing.plan import PlanLimits, plan_point
+from eval.sweep import INVOCATION_ENV, compile_sweep, new_invocation, outcome_dir
 
 log = logging.getLogger("deepforcing")
 RUNTIME = Runtime()  # shared by every job of this process
@@ -83,42 +87,68 @@ def clip_protocol(cfg: DictConfig) -> ClipProtocol:
     return ClipProtocol(**c)
 
 
-def compile_sweep(out_dir: Path, sweep: str) -> None:
-    """Tables (beside the published rows when the CSV is found), figures and HTML for the whole sweep
-    so far, in ``<out_dir>/reports/<sweep>/``."""
-    from deepforcing.compile.report import compile_report
-    from deepforcing.compile.tables import default_published_path
+def plan_limits(cfg: DictConfig) -> PlanLimits:
+    return PlanLimits(**OmegaConf.to_container(cfg.plan, resolve=True))
 
-    tables = None if default_published_path().exists() else ()
-    if tables == ():
-        log.warning("published results CSV not found (set DEEPFORCING_PUBLISHED): compiling our rows only")
-    kwargs = {} if tables is None else {"tables": tables}
-    report = compile_report([out_dir / sweep], out_dir / "reports" / sweep, n_boot=2000, **kwargs)
-    log.info("compiled %s", report.out / "report.md")
+
+def _multirun() -> bool:
+    return HydraConfig.get().mode == RunMode.MULTIRUN
+
+
+def write_outcome(cfg: DictConfig, outcome: dict) -> None:
+    """This job's outcome, for the end-of-sweep report of the process that launched it (eval.sweep)."""
+    from deepforcing.store import write_json_atomic
+
+    d = outcome_dir(cfg.out_dir, cfg.sweep)
+    write_json_atomic(d / f"job-{HydraConfig.get().job.num}.json", outcome)
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
 def main(cfg: DictConfig) -> dict:
-    point = point_from_cfg(cfg)
+    try:
+        point = point_from_cfg(cfg)
+        plan = plan_point(point, cfg.out_dir)
+        log.info("%s %s: %s", point.method, dict(point.knobs), plan.describe())
+        plan.check(plan_limits(cfg), force=cfg.force)
+    except ConfigError as e:
+        if not _multirun():
+            raise
+        outcome = {"status": "failed", "error": f"{type(e).__name__}: {e}", "overrides": _overrides()}
+        print(f"FAILED (bad settings) {_overrides()}: {e}", file=sys.stderr, flush=True)
+        write_outcome(cfg, outcome)
+        return outcome
     if point.model.kind == "tiny" and point.model.torch_device().type == "cpu":
         torch.set_num_threads(1)  # the tiny model's small ops run many times faster on one thread
     lcfg = OmegaConf.to_container(cfg.logger, resolve=True)
     logger = make_logger(lcfg.pop("kind"), group=cfg.sweep, **lcfg)
     try:
-        summary = run_point(point, RUNTIME, cfg.out_dir, cfg.sweep, logger=logger)
+        summary = run_point(point, RUNTIME, cfg.out_dir, cfg.sweep, logger=logger, generate=not cfg.rescore)
     except Exception as e:  # recorded in the point's error.json by run_point
-        if HydraConfig.get().mode != RunMode.MULTIRUN:
+        if not _multirun():
+            if cfg.compile:
+                compile_sweep(Path(cfg.out_dir), cfg.sweep)
             raise
-        log.error("FAILED %s %s: %s: %s (the sweep goes on)", point.method, dict(point.knobs), type(e).__name__, e)
-        return {"error": str(e)}
-    if cfg.compile:
+        print(f"FAILED {point.method} {dict(point.knobs)}: {type(e).__name__}: {e} (the sweep goes on)",
+              file=sys.stderr, flush=True)
+        outcome = {"status": "failed", "error": f"{type(e).__name__}: {e}", "overrides": _overrides()}
+        write_outcome(cfg, outcome)
+        return outcome
+    if _multirun():
+        write_outcome(cfg, {"status": "done", "key": summary["key"], "overrides": _overrides()})
+    elif cfg.compile:
         compile_sweep(Path(cfg.out_dir), cfg.sweep)
-    status = "skipped (done)" if summary.get("skipped") else "done"
+    status = "up to date (skipped)" if summary.get("skipped") else "done"
     metrics = ", ".join(f"{m}={summary[m]:.4f}" for m in point.metrics if summary.get(m) is not None)
-    log.info("%s %s %s: %s videos, %s, %.1f FPS", status, point.method, dict(point.knobs), summary["videos"],
-             metrics, summary.get("fps") or 0.0)
+    pending = ", ".join(f"{m} ({len(v)} videos)" for m, v in (summary.get("pending") or {}).items())
+    log.info("%s %s %s: %s videos, %s, %.1f FPS%s", status, point.method, dict(point.knobs), summary["videos"],
+             metrics, summary.get("fps") or 0.0, f"; pending (weights missing): {pending}" if pending else "")
     return summary
 
 
+def _overrides() -> list[str]:
+    return list(HydraConfig.get().overrides.task)
+
+
 if __name__ == "__main__":
+    os.environ.setdefault(INVOCATION_ENV, new_invocation())  # shared with launched jobs (eval.sweep)
     main()

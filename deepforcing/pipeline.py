@@ -23,8 +23,10 @@ from deepforcing.knobs import apply_knobs
 from deepforcing.metrics.config import ClipProtocol
 from deepforcing.model import CausalWan, preset
 from deepforcing.policies import build_policy
+from deepforcing.store import Damage
 from deepforcing.video import VideoWriter
 
+SCORING_FIELDS = ("metrics", "segment_seconds", "clips")
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
@@ -120,8 +122,8 @@ class PointConfig:
             raise ConfigError(f"method {self.method!r} ({name}) does not take these settings: {e}") from None
 
     def semantic(self) -> dict:
-        """The resolved settings that decide the outputs (the identity of the point): the policy
-        appears as the settings it actually runs with, however the knobs were spelled."""
+        """The resolved settings of the point: the policy appears as the settings it actually runs
+        with, however the knobs were spelled."""
         d = asdict(self)
         d.pop("knobs")
         policy = self.build_policy().describe()
@@ -129,6 +131,19 @@ class PointConfig:
         d["policy"] = policy
         d["prompts"] = list(self.prompts)
         return d
+
+    def generation(self) -> dict:
+        """The settings that decide the generated videos: the identity of the point in the store.
+        Scoring settings are left out, so scoring anew never generates again."""
+        d = self.semantic()
+        for k in SCORING_FIELDS:
+            d.pop(k)
+        return d
+
+    def scoring(self) -> dict:
+        """What decides the scores of a generated video: the metrics, their versions and the protocol."""
+        return {"metrics": list(self.metrics), "versions": metric_versions(self.metrics),
+                "protocol": {"segment_seconds": self.segment_seconds, "clips": asdict(self.clips)}}
 
 
 class Runtime:
@@ -219,56 +234,106 @@ def prompt_slug(index: int, prompt: str) -> str:
     return f"{index:04d}_{words}"
 
 
+def _video_size(spec: ModelSpec, rollout: RolloutConfig) -> RolloutConfig:
+    if rollout.latent_hw is None:  # the preset's video size, whatever the checkpoint's config says
+        rollout = replace(rollout, latent_hw=preset(spec.config).latent_hw)
+    return rollout
+
+
+class _Sink:
+    """Where decoded chunks go: the mp4 (optional) and the streaming scorer (optional)."""
+
+    def __init__(self, runtime: Runtime, point: PointConfig, prompt: str, name: str, mp4: Path | None,
+                 dims: tuple[str, ...]):
+        from deepforcing.metrics.scorer import StreamingScorer
+
+        self.decoder = runtime.vae(point.model).stream(output="uint8")
+        self.writer = VideoWriter(mp4, fps=point.fps, crf=point.crf) if mp4 is not None else None
+        scorer = runtime.scorer(dims, point.segment_seconds, point.clips) if dims else None
+        self.stream = StreamingScorer(scorer, point.fps, prompt=prompt, layout="TCHW", name=name) if scorer else None
+        self.frames = 0
+
+    def push(self, latents: torch.Tensor) -> None:
+        frames = self.decoder.push(latents.float())[0]  # [T, 3, H, W] uint8
+        if self.writer is not None:
+            self.writer.write(frames.permute(0, 2, 3, 1))
+        if self.stream is not None:
+            self.stream.push(frames)
+        self.frames += len(frames)
+
+    def close(self, ok: bool) -> dict | None:
+        """Finish the mp4 (or drop it) and return the scores."""
+        if self.writer is not None:
+            self.writer.close() if ok else self.writer.abort()
+        return self.stream.finalize().to_dict() if (ok and self.stream is not None) else None
+
+
 def generate_video(
     runtime: Runtime, point: PointConfig, prompt: str, video_path: Path, name: str,
     on_chunk: Callable[[Any], None] | None = None, text_cache: str | os.PathLike | None = None,
-    progress: bool = False,
+    progress: bool = False, latents_path: Path | None = None,
 ) -> dict:
-    """Generate one video, streaming decode -> mp4 and -> metrics. Returns its record."""
+    """Generate one video, streaming decode -> mp4 and -> metrics; the clean latents (and the generation
+    record) go to ``latents_path`` when given. Returns the video's record."""
     spec = point.model
     engine = runtime.engine(spec)
     encoder = runtime.text_encoder(spec, text_cache)
     ctx = encoder.encode([prompt]).to(engine.model.device)
     text = engine.model.text_state(ctx)
-    decoder = runtime.vae(spec).stream(output="uint8")
-    scorer = runtime.scorer(point.metrics, point.segment_seconds, point.clips) if point.metrics else None
-    from deepforcing.metrics.scorer import StreamingScorer
-
-    stream = StreamingScorer(scorer, point.fps, prompt=prompt, layout="TCHW", name=name) if scorer else None
+    sink = _Sink(runtime, point, prompt, name, video_path, point.metrics)
     policy = point.build_policy()
-    rollout = point.rollout
-    if rollout.latent_hw is None:  # the preset's video size, whatever the checkpoint's config says
-        rollout = replace(rollout, latent_hw=preset(spec.config).latent_hw)
+    rollout = _video_size(spec, point.rollout)
     chunks: list[dict] = []
+    latents: list[torch.Tensor] = []
     tic = time.perf_counter()
     from tqdm.auto import tqdm
 
     bar = tqdm(total=rollout.num_frames // rollout.chunk_frames, desc=name[:30], unit="chunk", leave=False,
                disable=not progress)
-    with VideoWriter(video_path, fps=point.fps, crf=point.crf) as writer:
+    ok = False
+    try:
         def callback(event):
             bar.update(1)
-            frames = decoder.push(event.latents.float())[0]  # [T, 3, H, W] uint8
-            writer.write(frames.permute(0, 2, 3, 1))
-            if stream is not None:
-                stream.push(frames)
+            sink.push(event.latents)
+            if latents_path is not None:
+                latents.append(event.latents[0].detach().to("cpu", copy=True))
             chunks.append({"index": event.index, "seconds": event.seconds, **event.diagnostics})
             if on_chunk is not None:
                 on_chunk(event)
 
         engine.generate(text, policy, rollout, callback=callback)
-    bar.close()
+        ok = True
+    finally:
+        bar.close()
+        metrics = sink.close(ok)
     seconds = time.perf_counter() - tic
-    result = stream.finalize() if stream is not None else None
-    return {
-        "prompt": prompt,
-        "video": video_path.name,
-        "frames": writer.frames,
-        "seconds": seconds,
-        "fps": writer.frames / seconds if seconds else None,
-        "metrics": result.to_dict() if result is not None else None,
-        "diagnostics": chunks,
-    }
+    gen = {"prompt": prompt, "video": video_path.name, "frames": sink.frames, "seconds": seconds,
+           "fps": sink.frames / seconds if seconds else None, "diagnostics": chunks,
+           "chunks": [len(t) for t in latents]}
+    if latents_path is not None:
+        from deepforcing.store import save_latents
+
+        save_latents(latents_path, torch.cat(latents), gen)
+    return {**gen, "metrics": metrics}
+
+
+def replay_video(runtime: Runtime, point: PointConfig, latents_path: Path, name: str, dims: tuple[str, ...],
+                 mp4: Path | None = None) -> tuple[dict, dict | None]:
+    """Decode stored latents exactly as during generation (same chunks, same decoder) into the scorer
+    for ``dims`` and, when ``mp4`` is given, into a new mp4. Returns (generation record, scores)."""
+    from deepforcing.store import load_latents
+
+    lat, gen = load_latents(latents_path)
+    sink = _Sink(runtime, point, gen["prompt"], name, mp4, dims)
+    ok = False
+    try:
+        device = point.model.torch_device()
+        for part in torch.split(lat, gen["chunks"]):
+            sink.push(part[None].to(device))
+        ok = True
+    finally:
+        metrics = sink.close(ok)
+    return gen, metrics
 
 
 def metric_versions(metrics: tuple[str, ...]) -> dict[str, str]:
@@ -277,13 +342,41 @@ def metric_versions(metrics: tuple[str, ...]) -> dict[str, str]:
     return {m: SPECS[m].version for m in metrics}
 
 
+def dims_to_score(record: dict | None, scoring: dict) -> tuple[str, ...]:
+    """The requested metrics a video record lacks: never scored, pending (weights were missing), scored
+    by another metric version, or under another protocol (segment length, clip rules)."""
+    if record is None or record.get("scoring") != scoring["protocol"]:
+        return tuple(scoring["metrics"])
+    have = ((record.get("metrics") or {}).get("dimensions")) or {}
+    return tuple(m for m in scoring["metrics"] if (have.get(m) or {}).get("version") != scoring["versions"][m])
+
+
+def merge_scores(old: dict | None, new: dict | None, protocol_changed: bool) -> dict | None:
+    """``old`` metrics with the dimensions of ``new`` put in (or replaced)."""
+    if old is None or protocol_changed:
+        return new
+    if new is None:
+        return old
+    dims = {**(old.get("dimensions") or {}), **(new.get("dimensions") or {})}
+    skipped = {k: v for k, v in (old.get("skipped") or {}).items() if k not in dims}
+    skipped.update({k: v for k, v in (new.get("skipped") or {}).items() if k not in dims})
+    return {**old, **{k: v for k, v in new.items() if k not in ("dimensions", "skipped", "decode_seconds")},
+            "dimensions": dims, "skipped": skipped}
+
+
 def summarize(records: list[dict], metrics: tuple[str, ...]) -> dict:
-    """Per-point means over videos of every metric's long score and drift, plus throughput."""
+    """Per-point means over videos of every metric's long score and drift, plus throughput. A metric
+    whose weights were missing is *pending* (``pending``: metric -> videos), not an error."""
     out: dict[str, Any] = {"videos": len(records)}
+    pending: dict[str, list[str]] = {}
     for m in metrics:
         vals, drift, errors = [], [], []
         for r in records:
-            dim = ((r.get("metrics") or {}).get("dimensions") or {}).get(m)
+            res = r.get("metrics") or {}
+            dim = (res.get("dimensions") or {}).get(m)
+            if dim is None and not res.get("error"):  # not scored yet: its weights were missing
+                pending.setdefault(m, []).append(r["video"])
+                continue
             if dim is None or dim.get("error"):
                 errors.append(r["video"])
                 continue
@@ -296,59 +389,116 @@ def summarize(records: list[dict], metrics: tuple[str, ...]) -> dict:
             out[f"{m}/errors"] = errors
     secs = sum(r["seconds"] for r in records)
     out["fps"] = sum(r["frames"] for r in records) / secs if secs else None
+    out["pending"] = pending
     return out
+
+
+class NotGenerated(RuntimeError):
+    """Rescoring was asked for a video that has no stored latents."""
 
 
 def run_point(
     point: PointConfig, runtime: Runtime, root: str | os.PathLike, sweep: str,
-    progress: bool = True, logger: Any = None,
+    progress: bool = True, logger: Any = None, generate: bool = True,
 ) -> dict:
-    """Generate and score every prompt of ``point`` into the store; resumable and atomic.
+    """Generate and score every prompt of ``point`` into the store; resumable, atomic, safe to run
+    from several processes at once (one holds the point, the others wait and then skip it).
 
-    Returns the summary (also written to ``summary.json``). A failing point records ``error.json``
-    and re-raises.
+    Damaged files are moved aside and only what they held is recomputed. Metrics that are missing,
+    pending (weights were absent) or of another version are scored from the stored latents, without
+    generating again; ``generate=False`` never generates (a video without latents is an error).
+    Returns the summary (also written to ``summary.json``); ``skipped`` is True when nothing was
+    left to do. A failing point records ``error.json`` and re-raises.
     """
     import traceback
-
-    from tqdm.auto import tqdm
 
     from deepforcing.store import PointStore, point_key
 
     point.validate()
-    semantic = point.semantic()
-    versions = metric_versions(point.metrics)
-    key = point_key(semantic, versions)
+    generation, scoring = point.generation(), point.scoring()
+    key = point_key(generation)
     store = PointStore(root, sweep, key)
-    if store.done:
-        from deepforcing.store import read_json
+    names = [prompt_slug(i, p) for i, p in enumerate(point.prompts)]
+    with store.lock():
+        store.sweep_partials()
+        records, damaged = store.check(names)
+        store.quarantine(damaged)
+        summary = None if any(d.path.name == "summary.json" for d in damaged) else store.read("summary", "summary")
+        complete = all(records[n] is not None and store.latents_path(n).exists()
+                       and store.video_paths(n)[0].exists() for n in names)
+        if (summary is not None and complete and summary.get("scoring") == scoring and not summary.get("pending")
+                and not damaged):
+            return {**summary, "skipped": True}
+        store.start({"key": key, "method": point.method, "knobs": dict(point.knobs), "config": point.semantic(),
+                     "generation": generation, "scoring": scoring})
+        if logger is not None:
+            logger.start(key, point.semantic())
+        try:
+            changed = summary is None or summary.get("scoring") != scoring
+            from tqdm.auto import tqdm
 
-        return {**read_json(store.dir / "summary.json"), "skipped": True}
-    store.start({"key": key, "method": point.method, "knobs": dict(point.knobs), "config": semantic,
-                 "metric_versions": versions})
-    if logger is not None:
-        logger.start(key, semantic)
-    try:
-        names = [prompt_slug(i, p) for i, p in enumerate(point.prompts)]
-        bar = tqdm(list(zip(names, point.prompts, strict=True)), desc=f"{point.method} [{key[:8]}]",
-                   disable=not progress, unit="video")
-        for name, prompt in bar:
-            if store.video_done(name):
-                continue
-            mp4, _ = store.video_paths(name)
-            on_chunk = (lambda ev, n=name: logger.chunk(n, ev)) if logger is not None else None
-            record = generate_video(runtime, point, prompt, mp4, name, on_chunk=on_chunk,
-                                    text_cache=Path(root) / ".cache" / "text", progress=progress)
-            store.save_video_record(name, record)
+            bar = tqdm(list(zip(names, point.prompts, strict=True)), desc=f"{point.method} [{key[:8]}]",
+                       disable=not progress, unit="video")
+            for name, prompt in bar:
+                changed |= _fill_video(runtime, point, store, name, prompt, records[name], scoring, generate,
+                                       logger, Path(root) / ".cache" / "text", progress)
+            records_now = store.video_records()
+            summary = {"key": key, "method": point.method, "knobs": dict(point.knobs), "scoring": scoring,
+                       **summarize(records_now, point.metrics)}
+            store.finish(summary)
+            if changed:
+                from deepforcing.plan import record_throughput
+
+                mp4_bytes = sum(((r.get("files") or {}).get("mp4") or {}).get("bytes", 0) for r in records_now)
+                record_throughput(root, point, records_now, mp4_bytes)
             if logger is not None:
-                logger.video(name, record, mp4)
-        records = store.video_records()
-        summary = {"key": key, "method": point.method, "knobs": dict(point.knobs), **summarize(records, point.metrics)}
-        store.finish(summary)
-        if logger is not None:
-            logger.finish(summary)
-        return summary
-    except Exception as e:
-        store.fail(f"{type(e).__name__}: {e}", traceback.format_exc())
-        if logger is not None:
-            logger.fail(str(e))
-        raise
+                logger.finish(summary)
+            return {**summary, "skipped": not changed}
+        except Exception as e:
+            store.fail(f"{type(e).__name__}: {e}", traceback.format_exc())
+            if logger is not None:
+                logger.fail(str(e))
+            raise
+
+
+def _fill_video(runtime: Runtime, point: PointConfig, store, name: str, prompt: str, record: dict | None,
+                scoring: dict, generate: bool, logger: Any, text_cache: Path, progress: bool) -> bool:
+    """Bring one video of the point up to date; True when anything was (re)computed.
+
+    With its latents stored, a video is never generated again: a lost or damaged mp4 is re-encoded and
+    missing metrics are scored from the latents, decoded as during generation (same numbers)."""
+    from deepforcing.store import DamagedFile, file_digest
+
+    mp4, _ = store.video_paths(name)
+    lat = store.latents_path(name)
+    if lat.exists():
+        need = dims_to_score(record, scoring)
+        scorer = runtime.scorer(need, point.segment_seconds, point.clips) if need else None
+        can_score = scorer is not None and any(m not in scorer.skipped for m in need)
+        write_mp4 = record is None or not mp4.exists()
+        if not can_score and not write_mp4:
+            return False  # up to date, or its missing metrics still lack their weights
+        try:
+            gen, scores = replay_video(runtime, point, lat, name, need, mp4 if write_mp4 else None)
+        except DamagedFile as e:
+            store.quarantine([Damage(e.path, e.reason)])
+        else:
+            protocol_changed = record is None or record.get("scoring") != scoring["protocol"]
+            kept = {k: (record or {})[k] for k in ("seconds", "fps") if k in (record or {})}
+            new = {**gen, **kept, "metrics": merge_scores((record or {}).get("metrics"), scores, protocol_changed),
+                   "scoring": scoring["protocol"], "files": {"mp4": file_digest(mp4), "latents": file_digest(lat)}}
+            store.save_video_record(name, new)
+            if logger is not None:
+                logger.video(name, new, mp4)
+            return True
+    if not generate:
+        raise NotGenerated(f"{store.dir}/videos/{name}: no stored latents to rescore; run without rescore=true "
+                           "to generate it")
+    on_chunk = (lambda ev, n=name: logger.chunk(n, ev)) if logger is not None else None
+    record = generate_video(runtime, point, prompt, mp4, name, on_chunk=on_chunk, text_cache=text_cache,
+                            progress=progress, latents_path=lat)
+    record.update(scoring=scoring["protocol"], files={"mp4": file_digest(mp4), "latents": file_digest(lat)})
+    store.save_video_record(name, record)
+    if logger is not None:
+        logger.video(name, record, mp4)
+    return True

@@ -21,7 +21,7 @@ from deepforcing.compile import bootstrap_ci, load_sweeps, paired_differences
 from deepforcing.compile.demo import build_demo_sweep
 from deepforcing.compile.tables import default_published_path, paired_table, paper_table, read_published
 from deepforcing.errors import ConfigError
-from deepforcing.store import PointStore
+from deepforcing.store import PointStore, read_record, write_record
 from eval.compile import main as cli
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -226,9 +226,9 @@ def test_failed_and_incomplete_points_are_listed(store, tmp_path):
     # one video whose metric failed: left out of its point's mean (n = 1), not counted as zero
     rw = point_dirs(sweep)["rolling_window"]
     first, second = sorted((rw / "videos").glob("*.json"))
-    rec = json.loads(first.read_text())
+    rec = read_record(first, "video")  # a metric that failed when it was scored, stored as the store does
     rec["metrics"]["dimensions"]["temporal_flickering"].update(score=None, error="RuntimeError: decode failed")
-    first.write_text(json.dumps(rec))
+    write_record(first, "video", rec)
     kept = json.loads(second.read_text())["metrics"]["dimensions"]["temporal_flickering"]["score"]
     out = tmp_path / "report"
     assert cli([str(sweep), "--out", str(out), "--published-csv", str(PUBLISHED), "--no-figures", "--no-html",

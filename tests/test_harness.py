@@ -171,7 +171,7 @@ def test_sigkill_and_resume(tmp_path):
         videos = sorted(p.name for p in (d / "videos").iterdir())
         prompts = json.loads((d / "point.json").read_text())["config"]["prompts"]
         names = [prompt_slug(i, p) for i, p in enumerate(prompts)]
-        assert videos == sorted(f"{n}.{ext}" for n in names for ext in ("json", "mp4"))
+        assert videos == sorted(f"{n}.{ext}" for n in names for ext in ("json", "mp4", "latents.safetensors"))
         assert json.loads((d / "summary.json").read_text())["videos"] == 2
     leftovers = [p for p in tmp_path.rglob("*") if "partial" in p.name or p.name.endswith(".tmp")]
     assert leftovers == []
@@ -201,13 +201,21 @@ def test_submitit_local_launcher(tmp_path):
 
 
 def test_a_failing_point_is_recorded_and_the_sweep_goes_on(tmp_path):
-    """rope_max_pos=10 reproduces the reference's position table limit: frames past 9 cannot be placed."""
+    """rope_max_pos=10 reproduces the reference's position table limit: frames past 9 cannot be placed.
+    The failing point is printed when it fails, listed in the report and failed_points.csv, the sweep
+    goes on, and the process exits non-zero."""
     r = run_cli(["-m", "rollout.rope_max_pos=10,null", *FAST], tmp_path)
-    assert r.returncode == 0, r.stderr[-3000:]
+    assert r.returncode == 1, r.stderr[-3000:]
     pts = points(tmp_path)
     assert len(pts) == 2
     failed = [d for d, _ in pts if (d / "error.json").exists()]
     done = [d for d, _ in pts if (d / "summary.json").exists()]
     assert len(failed) == 1 and len(done) == 1
     assert "outside the reference table [0, 10)" in json.loads((failed[0] / "error.json").read_text())["error"]
-    assert "the sweep goes on" in r.stderr + r.stdout
+    assert "FAILED deep_forcing" in r.stderr and "the sweep goes on" in r.stderr
+    assert "1 of 2 point(s) of sweep 'default' failed" in r.stderr and "rollout.rope_max_pos=10" in r.stderr
+    import pandas as pd
+
+    fails = pd.read_csv(tmp_path / "reports" / "default" / "tables" / "failed_points.csv")
+    assert list(fails["key"]) == [failed[0].name] and list(fails["status"]) == ["failed"]
+    assert f"default/{failed[0].name}" in (tmp_path / "reports" / "default" / "report.md").read_text()

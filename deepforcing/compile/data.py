@@ -15,6 +15,7 @@ Scores stay as the store writes them (fractions in [0, 1]); scaling for display 
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,7 +24,9 @@ from typing import Any
 import pandas as pd
 
 from deepforcing.errors import ConfigError
-from deepforcing.store import list_points, read_json
+from deepforcing.store import DamagedFile, list_points, read_record
+
+log = logging.getLogger(__name__)
 
 VIDEO_COLUMNS = ["sweep", "key", "label", "method", "prompt_index", "prompt", "video", "mp4", "metric", "score",
                  "error", "direction", "abs_drift", "drift_delta", "drift_first", "drift_last", "video_seconds"]
@@ -43,7 +46,7 @@ class Point:
     method: str
     knobs: dict[str, Any]
     config: dict[str, Any]
-    status: str  # "done" | "failed" | "incomplete"
+    status: str  # "done" | "failed" | "incomplete" | "damaged"
     error: str | None = None
     summary: dict | None = None
     records: list[dict] = field(default_factory=list)
@@ -183,9 +186,22 @@ def _topc_rows(p: Point, idx: int, rec: dict) -> list[dict]:
 
 
 def _load_point(sweep: str, entry: dict) -> Point:
-    pj = entry["point"]
     d = Path(entry["dir"])
-    if entry["summary"] is not None:
+    pj = entry["point"] or {}
+    damaged = list(entry.get("damaged") or [])
+    records = []
+    if entry["summary"] is not None and not damaged:
+        for f in sorted((d / "videos").glob("*.json")):
+            try:
+                records.append(read_record(f, "video") | {"_json": str(f)})
+            except DamagedFile as e:
+                damaged.append(e)
+    if damaged:
+        for e in damaged:
+            log.warning("skipping point %s: damaged file %s (%s); a rerun of its sweep recomputes it",
+                        d.name, e.path, e.reason)
+        status, err = "damaged", "; ".join(f"damaged file {e.path}: {e.reason}" for e in damaged)
+    elif entry["summary"] is not None:
         status, err = "done", None
     elif entry["error"] is not None:
         status, err = "failed", str(entry["error"].get("error", "unknown error"))
@@ -194,9 +210,9 @@ def _load_point(sweep: str, entry: dict) -> Point:
         status, err = "incomplete", f"no summary.json and no error.json ({n} video(s) finished): running or killed"
     p = Point(sweep=sweep, key=str(pj.get("key", d.name)), dir=d, method=str(pj.get("method", "?")),
               knobs=dict(pj.get("knobs") or {}), config=dict(pj.get("config") or {}), status=status, error=err,
-              summary=entry["summary"])
+              summary=entry["summary"] if status == "done" else None)
     if status == "done":
-        p.records = [read_json(f) | {"_json": str(f)} for f in sorted((d / "videos").glob("*.json"))]
+        p.records = records
     return p
 
 

@@ -434,7 +434,7 @@ def run_point(
         if logger is not None:
             logger.start(key, point.semantic())
         try:
-            changed = summary is None or summary.get("scoring") != scoring
+            changed = summary is None or summary.get("scoring") != scoring or bool(damaged)
             from tqdm.auto import tqdm
 
             bar = tqdm(list(zip(names, point.prompts, strict=True)), desc=f"{point.method} [{key[:8]}]",

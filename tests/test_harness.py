@@ -219,3 +219,42 @@ def test_a_failing_point_is_recorded_and_the_sweep_goes_on(tmp_path):
     fails = pd.read_csv(tmp_path / "reports" / "default" / "tables" / "failed_points.csv")
     assert list(fails["key"]) == [failed[0].name] and list(fails["status"]) == ["failed"]
     assert f"default/{failed[0].name}" in (tmp_path / "reports" / "default" / "report.md").read_text()
+
+
+def test_an_overlong_plan_is_refused_before_loading(tmp_path):
+    """length_s=100000 is 27.8 hours of video per prompt: refused with the plan, nothing written."""
+    r = run_cli(["length_s=100000", "logger=none"], tmp_path)
+    assert r.returncode != 0
+    out = r.stderr + r.stdout
+    assert "plan: 2 video(s) x 1600005 frames" in out and "plan.max_video_s=3600" in out and "force=true" in out
+    made = [p for p in tmp_path.rglob("*") if p.is_file() and ".hydra" not in p.parts]
+    assert made == []
+
+
+def test_plan_limits_use_the_measured_throughput(tmp_path):
+    from deepforcing.plan import PlanLimits, plan_point, record_throughput
+
+    point = run.point_from_cfg(composed(["length_s=600"]))
+    plan = plan_point(point, tmp_path)
+    # 600 s x 16 fps = 9600 frames -> 2401 latent frames, rounded up to whole 3-frame chunks: 2403 -> 9609
+    assert (plan.latent_frames, plan.frames) == (2403, 9609)
+    assert plan.est_seconds is None and "time unknown" in plan.describe()
+    plan.check(PlanLimits())  # 10 minutes of video, no time estimate yet: within the limits
+    record_throughput(tmp_path, point, [{"frames": 100, "seconds": 10.0}], mp4_bytes=1000)
+    plan = plan_point(point, tmp_path)
+    assert plan.gen_fps == 10.0 and plan.est_seconds == pytest.approx(2 * 9609 / 10.0)
+    latent = point.rollout.num_frames * 16 * 6 * 8 * 4  # frames x channels x h x w x float32 bytes, tiny model
+    assert plan.disk_bytes == pytest.approx(2 * (latent + 10.0 * 9609))
+    with pytest.raises(ConfigError, match="plan.max_hours=0.5"):
+        plan.check(PlanLimits(max_hours=0.5))
+    plan.check(PlanLimits(max_hours=0.5), force=True)
+
+
+def test_rescore_true_never_generates(tmp_path):
+    r = run_cli([*FAST, "rescore=true"], tmp_path)
+    assert r.returncode != 0 and "no stored latents to rescore" in r.stderr + r.stdout
+    assert not list(tmp_path.rglob("*.mp4"))
+    assert run_cli(FAST, tmp_path).returncode == 0
+    r = run_cli([*FAST, "rescore=true", "metrics=all"], tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "pending (weights missing)" in r.stderr + r.stdout

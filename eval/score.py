@@ -10,6 +10,12 @@ Writes ``<out>/<video>.json`` per video (per-clip scores, per-segment series, dr
 ``<out>/results.jsonl`` and ``<out>/table.txt``, and prints the table. Model files are read from
 ``$VBENCH_CACHE_DIR`` (default ``~/.cache/vbench``) with VBench's names; a dimension whose file is missing
 is skipped with one message (see ``python -m eval.weights check``). Nothing is downloaded.
+
+This scores the *encoded* files as they decode. A sweep (``run.py``) scores the decoded frames before
+they are encoded, so the two differ by the codec's loss (e.g. temporal flickering 0.9103 in a sweep
+vs 0.9126 from its mp4 at CRF 23). To add or redo metrics of a sweep with its own numbers, rerun it:
+missing, pending or re-versioned metrics are scored from the stored latents (``rescore=true`` makes sure
+nothing is generated).
 """
 
 from __future__ import annotations

@@ -152,6 +152,17 @@ def test_cli_reports_a_bad_override_without_writing_results(tmp_path):
     assert made == []  # nothing written to the results store
 
 
+def test_identical_runs_write_identical_videos(tmp_path):
+    videos = []
+    for name in ("first", "second"):
+        r = run_cli([*FAST, "compile=false"], tmp_path / name)
+        assert r.returncode == 0, r.stderr[-3000:]
+        root = tmp_path / name
+        videos.append({p.relative_to(root): p.read_bytes() for p in sorted(root.rglob("*.mp4"))})
+    assert len(videos[0]) == 2  # one point, two prompts
+    assert videos[0] == videos[1]
+
+
 def points(tmp_path, sweep="default"):
     out = []
     for d in sorted((tmp_path / sweep).iterdir()):

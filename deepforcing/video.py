@@ -3,7 +3,18 @@
 Frames arrive chunk by chunk (uint8 ``[T, H, W, 3]``) and are encoded as they come, so a minute of
 video never sits in memory. The file appears under its final name only when it is complete.
 Defaults match what the reference pipelines write (``torchvision.io.write_video``: H.264 via
-libx264, yuv420p, x264's default CRF 23, 16 fps).
+libx264, yuv420p, x264's default CRF 23, 16 fps), but for x264's macroblock tree (below).
+
+The same frames give the same bytes, run after run and machine after machine (same PyAV build):
+
+- frames reach the encoder as C-contiguous arrays, whatever layout they arrive in;
+- the encoder runs a fixed number of slice threads (x264 otherwise picks one per core, and the
+  slices, hence the bitstream, follow that count);
+- x264's macroblock-tree rate control is off (``mbtree=0``): with it, and B-frames, the libx264 that
+  PyAV ships read memory it had not written, so the same frames gave a different file from one
+  writer to the next in a process, and a different one for every ``MALLOC_PERTURB_`` fill byte.
+  Every other x264 setting keeps its default;
+- the container carries no creation time (PyAV writes none unless asked).
 """
 
 from __future__ import annotations
@@ -15,13 +26,18 @@ from pathlib import Path
 import numpy as np
 import torch
 
+# libx264 settings beyond the defaults: reproducible output (see the module docstring)
+X264_PARAMS = "mbtree=0"
+
 
 class VideoWriter:
     def __init__(self, path: str | os.PathLike, fps: float = 16.0, codec: str = "libx264", crf: int | None = 23,
-                 pix_fmt: str = "yuv420p"):
+                 pix_fmt: str = "yuv420p", threads: int = 4):
+        if threads < 1:
+            raise ValueError(f"threads must be >= 1 (a fixed count keeps the file reproducible), got {threads}")
         self.path = Path(path)
         self.tmp = self.path.with_name(f".{self.path.stem}.partial{self.path.suffix}")
-        self.fps, self.codec, self.crf, self.pix_fmt = fps, codec, crf, pix_fmt
+        self.fps, self.codec, self.crf, self.pix_fmt, self.threads = fps, codec, crf, pix_fmt, threads
         self._container = None
         self._stream = None
         self.frames = 0
@@ -33,15 +49,21 @@ class VideoWriter:
         self._container = av.open(str(self.tmp), "w", format="mp4")
         stream = self._container.add_stream(self.codec, rate=Fraction(self.fps).limit_denominator(1001))
         stream.width, stream.height, stream.pix_fmt = width, height, self.pix_fmt
-        if self.crf is not None:
-            stream.options = {"crf": str(self.crf)}
+        # a fixed slice-thread count: the encoded slices do not depend on the machine's cores
+        stream.codec_context.thread_type = "SLICE"
+        stream.codec_context.thread_count = self.threads
+        options = {"crf": str(self.crf)} if self.crf is not None else {}
+        if self.codec == "libx264":
+            options["x264-params"] = X264_PARAMS
+        stream.options = options
         self._stream = stream
 
     def write(self, frames: torch.Tensor | np.ndarray) -> None:
         """Append uint8 RGB frames ``[T, H, W, 3]``."""
         import av
 
-        arr = frames.cpu().numpy() if torch.is_tensor(frames) else np.asarray(frames)
+        arr = frames.detach().cpu().numpy() if torch.is_tensor(frames) else np.asarray(frames)
+        arr = np.ascontiguousarray(arr)  # e.g. a permuted [T, C, H, W] tensor: encode from plain rows
         if arr.dtype != np.uint8 or arr.ndim != 4 or arr.shape[-1] != 3:
             raise ValueError(f"expected uint8 frames [T, H, W, 3], got {arr.dtype} {arr.shape}")
         if self._container is None:

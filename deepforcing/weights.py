@@ -25,7 +25,8 @@ works as is::
 
 Every path can be overridden (``paths={"self_forcing.generator": "/data/sf.pt"}``); relative
 overrides are taken relative to the root, Wan files relative to ``wan_dir``. Kind ``tiny`` needs no
-files (random weights).
+files (random weights). On the command line (conf/model/*.yaml) the root is ``model.weights_root``
+and a kind's own files are ``model.checkpoint`` and ``model.lora``; the messages use those names.
 """
 
 from __future__ import annotations
@@ -41,6 +42,10 @@ WEIGHTS_ROOT_ENV = "DEEPFORCING_WEIGHTS"
 DEFAULT_ROOT = "weights"
 DEFAULT_WAN_DIR = "wan_models/Wan2.1-T2V-1.3B"
 WAN_REPO = "Wan-AI/Wan2.1-T2V-1.3B"
+# The command line's names (conf/model/*.yaml, deepforcing.pipeline.ModelSpec) for the root and for
+# the per-kind files ModelSpec passes in ``paths`` as "<kind>.generator" / "<kind>.lora".
+ROOT_KEY = "model.weights_root"
+OVERRIDE_KEYS = {"generator": "model.checkpoint", "lora": "model.lora"}
 
 
 @dataclass(frozen=True)
@@ -119,9 +124,14 @@ class WeightsConfig:
     def __post_init__(self):
         unknown = sorted(set(self.paths) - set(FILES))
         if unknown:
-            raise ConfigError(
-                f"weights.paths names unknown file id(s) {unknown}; known ids: {', '.join(FILES)}"
-            )
+            # ModelSpec fills paths from model.checkpoint and model.lora: name those keys when they are the cause
+            hints = []
+            for i in unknown:
+                kind, _, part = i.rpartition(".")
+                if kind in GENERATOR_FILES and part in OVERRIDE_KEYS:
+                    hints.append(f"{OVERRIDE_KEYS[part]} is set, but kind {kind!r} has no {part} file to replace")
+            raise ConfigError("; ".join(hints) if hints else
+                              f"unknown file id(s) {unknown} in WeightsConfig.paths; known ids: {', '.join(FILES)}")
 
     @classmethod
     def from_dict(cls, d: Mapping | None) -> WeightsConfig:
@@ -196,8 +206,7 @@ class WeightsConfig:
         if missing:
             lines = [
                 f"{len(missing)} of the {len(ids)} model files that kind {kind!r} needs are missing "
-                f"(weights root {self.root_path}; set ${WEIGHTS_ROOT_ENV} or weights.root, or override "
-                f"single files with weights.paths):"
+                f"(weights root {self.root_path}; {self.where_hint(kind)}):"
             ]
             for i in missing:
                 f = FILES[i]
@@ -209,6 +218,14 @@ class WeightsConfig:
                 ]
             raise WeightsError("\n".join(lines))
         return {i: self.path(i) for i in ids}
+
+    def where_hint(self, kind: str) -> str:
+        """How to point a run at files elsewhere, in the command line's keys (conf/model/*.yaml)."""
+        hint = f"set another root with ${WEIGHTS_ROOT_ENV} or {ROOT_KEY}=<folder>"
+        names = {"generator": "the generator file", "lora": "the LoRA file"}
+        single = [f"{names[part]} with {key}=<file>" for part, key in OVERRIDE_KEYS.items()
+                  if f"{kind}.{part}" in FILES]
+        return hint + (f", or name {' and '.join(single)}" if single else "")
 
     def describe(self, kinds: Iterable[str] = KINDS) -> str:
         """A Markdown table: kind, file id, expected path, Hugging Face source, present.

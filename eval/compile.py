@@ -2,13 +2,18 @@
 
 Examples::
 
+    python -m eval.compile results/demo --baseline rolling_window     # -> results/reports/demo/
     python -m eval.compile results/demo results/demo2 --out report --baseline rolling_window
     python -m eval.compile results/demo --table deep_forcing_table1 --table deep_forcing_table4 --length 30
     python -m eval.compile results/demo --published-csv ../shared/reference/published_results.csv --no-html
 
-Writes under ``--out``: ``tables/<table>.{md,tex,csv}`` (one per ``--table``, plus ``ours`` with every
-metric and its drift, and ``paired_vs_<baseline>`` with ``--baseline``), ``tables/failed_points.csv``,
-``report.md``, ``figures/*.png`` and ``index.html``; prints the markdown tables.
+Writes under ``--out`` (default ``<results>/reports/<sweep>/`` beside the sweep, where run.py's own
+compile puts it; ``<sweep1>+<sweep2>`` for several sweeps): ``tables/<table>.{md,tex,csv}`` (one per
+``--table``, plus ``ours`` with every metric and its drift, and ``paired_vs_<baseline>`` with
+``--baseline``), ``tables/failed_points.csv``, ``report.md``, ``figures/*.png`` and ``index.html``;
+prints the markdown tables. The folder is assembled beside ``--out`` and swapped in whole: a reader
+sees the old report or the new one, and a failed compile leaves the old one. Being replaced whole,
+it must hold nothing but a report.
 
 Scores are stored as fractions in [0, 1] and shown ×100 like the papers (headers say so); ours are
 ``mean ± half-width`` of a 95 % percentile-bootstrap interval over prompts. The published CSV is
@@ -20,7 +25,9 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
+from pathlib import Path
 
 from deepforcing.errors import ConfigError
 
@@ -31,7 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m eval.compile", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("sweeps", nargs="+", help="sweep folders (<out_dir>/<sweep>) written by run.py")
-    p.add_argument("--out", default="report", help="output folder (default: report)")
+    p.add_argument("--out", help="output folder (default: <results>/reports/<sweep> beside the first sweep)")
     p.add_argument("--baseline", help="point to compare against (paired differences): a label shown in the "
                                       "tables, a method name that is unique in the sweeps, or a key prefix")
     p.add_argument("--published-csv", help="published results CSV (default: $DEEPFORCING_PUBLISHED or "
@@ -50,6 +57,12 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def default_out(sweeps: list[str]) -> Path:
+    """``<results>/reports/<sweep>``, as run.py names a sweep's report; several sweeps: names joined by +."""
+    dirs = [Path(os.path.abspath(s)) for s in sweeps]
+    return dirs[0].parent / "reports" / "+".join(dict.fromkeys(d.name for d in dirs))
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
@@ -57,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         report = compile_report(
-            args.sweeps, args.out, baseline=args.baseline, published_csv=args.published_csv,
+            args.sweeps, args.out or default_out(args.sweeps), baseline=args.baseline, published_csv=args.published_csv,
             tables=tuple(args.tables or ("deep_forcing_table1",)), length=args.length, n_boot=args.n_boot,
             seed=args.seed, figures=not args.no_figures, html=not args.no_html, copy_videos=args.copy_videos,
         )

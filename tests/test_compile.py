@@ -9,8 +9,10 @@ from __future__ import annotations
 import json
 import math
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -292,3 +294,84 @@ def test_cli_end_to_end(store, tmp_path):
     for f in figs:
         assert (out / "figures" / f).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert (out / "index.html").exists()
+
+
+# ----------------------------------------------------------------------------------------------- where and how
+
+
+def report_bytes(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_default_output_is_the_sweeps_report_folder(store, tmp_path, monkeypatch):
+    """Without --out the report goes where run.py's own compile puts it, <results>/reports/<sweep>/."""
+    results = tmp_path / "results"
+    shutil.copytree(store, results / "demo")
+    shutil.copytree(store, results / "demo2")
+    cwd = tmp_path / "elsewhere"
+    cwd.mkdir()
+    monkeypatch.chdir(cwd)
+    quick = ["--published-csv", str(PUBLISHED), "--no-figures", "--no-html", "--n-boot", "200", "-q"]
+    assert cli(["../results/demo/", *quick]) == 0
+    assert list(cwd.iterdir()) == []
+    assert (results / "reports" / "demo" / "report.md").exists()
+    assert cli([str(results / "demo"), str(results / "demo2"), *quick]) == 0
+    assert sorted(p.name for p in (results / "reports").iterdir()) == ["demo", "demo+demo2"]
+    sys.path.insert(0, str(ROOT))
+    import run
+
+    monkeypatch.setenv("DEEPFORCING_PUBLISHED", str(PUBLISHED))
+    run.compile_sweep(results, "demo")  # what run.py compiles after each point of sweep "demo"
+    assert sorted(p.name for p in (results / "reports").iterdir()) == ["demo", "demo+demo2"]
+    assert (results / "reports" / "demo" / "index.html").exists()
+
+
+def test_a_failed_compile_leaves_the_previous_report(store, tmp_path, monkeypatch):
+    from deepforcing.compile import compile_report, figures
+
+    out = tmp_path / "report"
+    compile_report([store], out, baseline="rolling_window", published_csv=PUBLISHED, n_boot=200, html=False)
+    before = report_bytes(out)
+    assert "figures/drift_temporal_flickering.png" in before
+
+    def broken(*args, **kwargs):  # the third figure fails, after two were written
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(figures, "topc_heatmap", broken)
+    with pytest.raises(RuntimeError, match="disk full"):
+        compile_report([store], out, published_csv=PUBLISHED, n_boot=300)
+    assert report_bytes(out) == before
+    assert [p.name for p in tmp_path.iterdir()] == ["report"]  # no temporary folder left
+
+
+KILLED = ("import sys; from eval.compile import main; sys.exit(main([sys.argv[1], '--out', sys.argv[2], "
+          "'--published-csv', sys.argv[3], '--n-boot', '300', '-q']))")
+
+
+def test_a_killed_compile_leaves_the_previous_report(store, tmp_path):
+    out = tmp_path / "report"
+    assert cli([str(store), "--out", str(out), "--published-csv", str(PUBLISHED), "--no-figures", "--no-html",
+                "--n-boot", "200", "-q"]) == 0
+    before = report_bytes(out)
+    proc = subprocess.Popen([sys.executable, "-c", KILLED, str(store), str(out), str(PUBLISHED)], cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None and not list(tmp_path.glob(".report.*")):
+        time.sleep(0.005)
+    proc.kill()  # SIGKILL while the new report is being assembled
+    assert proc.wait() == -signal.SIGKILL, "the compile ended before it could be killed"
+    assert report_bytes(out) == before
+    assert len(list(tmp_path.glob(".report.*.partial"))) == 1  # the dead compile's folder, hidden
+    assert cli([str(store), "--out", str(out), "--published-csv", str(PUBLISHED), "--no-html", "--n-boot", "200",
+                "-q"]) == 0
+    assert [p.name for p in tmp_path.iterdir()] == ["report"]  # the next compile removed it
+    assert (out / "figures" / "drift_temporal_flickering.png").exists()
+
+
+def test_an_output_folder_holding_other_files_is_refused(store, tmp_path, capsys):
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "notes.txt").write_text("keep me")
+    assert cli([str(store), "--out", str(out), "--published-csv", str(PUBLISHED), "--no-figures", "-q"]) == 2
+    assert "holds more than a report (notes.txt)" in capsys.readouterr().err
+    assert [p.name for p in out.iterdir()] == ["notes.txt"]

@@ -3,6 +3,7 @@
 import json
 import os
 import random
+import re
 import signal
 import subprocess
 import sys
@@ -13,10 +14,11 @@ import pytest
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 
-from deepforcing.errors import ConfigError
+from deepforcing.errors import ConfigError, WeightsError
 from deepforcing.knobs import USES, apply_knobs
 from deepforcing.pipeline import prompt_slug
 from deepforcing.policies.presets import PRESETS
+from deepforcing.weights import WEIGHTS_ROOT_ENV
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -114,12 +116,51 @@ def test_wrong_overrides_fail_when_the_config_is_built(override, msg):
     assert msg in str(info.value)
 
 
+@pytest.mark.parametrize("model, keys", [
+    ("self_forcing", {"model.weights_root", "model.checkpoint"}),
+    ("longlive", {"model.weights_root", "model.checkpoint", "model.lora"}),
+])
+def test_missing_weights_message_suggests_overrides_hydra_accepts(model, keys, tmp_path, monkeypatch):
+    empty = tmp_path / "empty"
+    with pytest.raises(WeightsError) as info:
+        run.point_from_cfg(composed([f"model={model}", f"model.weights_root={empty}"]))
+    msg = str(info.value)
+    suggested = re.findall(r"(\w+(?:\.\w+)+)=<(folder|file)>", msg)
+    assert {k for k, _ in suggested} == keys, msg
+    assert "weights.root" not in msg and "weights.paths" not in msg
+    for key, what in suggested:  # each override composes (Hydra rejects unknown keys) and moves the files
+        value = tmp_path / "elsewhere" if what == "folder" else tmp_path / "elsewhere" / "my.pt"
+        with pytest.raises(WeightsError) as moved:
+            run.point_from_cfg(composed([f"model={model}", f"model.weights_root={empty}", f"{key}={value}"]))
+        assert f"expected at {value}" in str(moved.value) or f"weights root {value};" in str(moved.value), key
+    assert f"${WEIGHTS_ROOT_ENV}" in msg
+    monkeypatch.setenv(WEIGHTS_ROOT_ENV, str(tmp_path / "from_env"))
+    with pytest.raises(WeightsError, match=f"weights root {re.escape(str(tmp_path / 'from_env'))};"):
+        run.point_from_cfg(composed([f"model={model}"]))
+
+
+def test_a_lora_for_a_kind_without_one_names_the_key():
+    with pytest.raises(ConfigError, match="model.lora is set, but kind 'self_forcing' has no lora file"):
+        run.point_from_cfg(composed(["model=self_forcing", "model.lora=/data/lora.pt"]))
+
+
 def test_cli_reports_a_bad_override_without_writing_results(tmp_path):
     r = run_cli([*FAST, "sink_ratio=1.5"], tmp_path)
     assert r.returncode != 0
     assert "sink_ratio must lie in [0, 1)" in r.stderr + r.stdout
     made = [p for p in tmp_path.rglob("*") if p.is_file() and ".hydra" not in p.parts]
     assert made == []  # nothing written to the results store
+
+
+def test_identical_runs_write_identical_videos(tmp_path):
+    videos = []
+    for name in ("first", "second"):
+        r = run_cli([*FAST, "compile=false"], tmp_path / name)
+        assert r.returncode == 0, r.stderr[-3000:]
+        root = tmp_path / name
+        videos.append({p.relative_to(root): p.read_bytes() for p in sorted(root.rglob("*.mp4"))})
+    assert len(videos[0]) == 2  # one point, two prompts
+    assert videos[0] == videos[1]
 
 
 def points(tmp_path, sweep="default"):

@@ -17,6 +17,8 @@ import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
+from deepforcing.atomic import atomic_path
+
 from .data import Results
 from .stats import bootstrap_ci
 from .tables import header, label, scale
@@ -117,7 +119,8 @@ def save_all(results: Results, out_dir: str | os.PathLike) -> list[tuple[Path, s
 
     def save(fig: Figure, name: str, caption: str) -> None:
         path = out / f"{name}.png"
-        fig.savefig(path)
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, format="png")
         saved.append((path, caption))
 
     metrics = [m for m in dict.fromkeys(results.series["metric"])]

@@ -12,6 +12,8 @@ import os
 import shutil
 from pathlib import Path
 
+from deepforcing.atomic import atomic_path, write_text_atomic
+
 from .data import Results
 from .figures import file_slug
 from .tables import Table
@@ -114,7 +116,8 @@ def write_report(results: Results, tables: list[Table], figures: list[tuple[Path
                 dst = out / "videos" / file_slug(r.label) / src.name
                 dst.parent.mkdir(parents=True, exist_ok=True)
                 if src.exists():
-                    shutil.copy2(src, dst)
+                    with atomic_path(dst) as tmp:
+                        shutil.copy2(src, tmp)
                 src = dst
             parts.append(f'<figure><video controls muted loop preload="metadata" src="{html.escape(_rel(src, out))}">'
                          f"</video><figcaption>{html.escape(r.label)}</figcaption></figure>")
@@ -124,6 +127,4 @@ def write_report(results: Results, tables: list[Table], figures: list[tuple[Path
     page = (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
             f"<style>{CSS}</style><script>{CHECK_JS}</script></head>\n<body>\n" + "\n".join(parts)
             + "\n</body></html>\n")
-    path = out / "index.html"
-    path.write_text(page, encoding="utf-8")
-    return path
+    return write_text_atomic(out / "index.html", page)

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from deepforcing.atomic import write_text_atomic
 from deepforcing.errors import ConfigError
 from deepforcing.metrics.specs import SPECS
 
@@ -231,9 +232,9 @@ class Table:
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
         paths = {"md": out / f"{self.name}.md", "tex": out / f"{self.name}.tex", "csv": out / f"{self.name}.csv"}
-        paths["md"].write_text(self.markdown())
-        paths["tex"].write_text(self.latex())
-        self.numeric().to_csv(paths["csv"], index=False)
+        write_text_atomic(paths["md"], self.markdown())
+        write_text_atomic(paths["tex"], self.latex())
+        write_text_atomic(paths["csv"], self.numeric().to_csv(index=False))
         return paths
 
 

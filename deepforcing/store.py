@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 import deepforcing
+from deepforcing.atomic import write_bytes_atomic
 
 log = logging.getLogger(__name__)
 
@@ -82,18 +83,8 @@ def file_digest(path: str | os.PathLike) -> dict:
     return {"bytes": os.path.getsize(path), "sha256": h.hexdigest()}
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
 def write_json_atomic(path: Path, obj: Any) -> None:
-    atomic_write_bytes(Path(path), json.dumps(obj, indent=2, default=str).encode())
+    write_bytes_atomic(Path(path), json.dumps(obj, indent=2, default=str).encode())
 
 
 def write_record(path: Path, kind: str, obj: dict) -> None:
@@ -145,7 +136,7 @@ def save_latents(path: Path, latents, record: dict) -> None:
 
     t = latents.contiguous()
     meta = {"record": json.dumps(record, default=str), "sha256": _tensor_digest(t), "schema": str(SCHEMA)}
-    atomic_write_bytes(Path(path), save({"latents": t}, metadata=meta))
+    write_bytes_atomic(Path(path), save({"latents": t}, metadata=meta))
 
 
 def load_latents(path: Path):

@@ -48,8 +48,7 @@ def compile_sweep(out_dir: Path, sweep: str) -> None:
     if tables == ():
         log.warning("published results CSV not found (set DEEPFORCING_PUBLISHED): compiling our rows only")
     kwargs = {} if tables is None else {"tables": tables}
-    (out_dir / "reports").mkdir(parents=True, exist_ok=True)
-    with FileLock(str(out_dir / "reports" / f".{sweep}.lock")):
+    with FileLock(str(out_dir / sweep / ".compile.lock")):
         report = compile_report([out_dir / sweep], out_dir / "reports" / sweep, n_boot=2000, **kwargs)
     log.info("compiled %s", report.out / "report.md")
 

@@ -24,15 +24,21 @@ class NullLogger:
     def fail(self, error: str) -> None: ...
 
 
-def _has_api_key() -> bool:
-    if os.environ.get("WANDB_API_KEY"):
-        return True
-    try:
-        import wandb
+def _base_url() -> str:
+    from wandb.sdk import wandb_setup
 
-        return bool(wandb.api.api_key)
+    return wandb_setup.singleton().settings.base_url
+
+
+def _has_credentials() -> bool:
+    """Whether ``wandb.init`` would find credentials for the base URL; prints nothing, no network."""
+    try:
+        from wandb.sdk.lib import wbauth
+
+        return wbauth.authenticate_session(host=_base_url(), source="deepforcing", prompt=False,
+                                           update_session=False) is not None
     except Exception:
-        return False
+        return bool(os.environ.get("WANDB_API_KEY"))
 
 
 class WandbLogger(NullLogger):
@@ -42,7 +48,7 @@ class WandbLogger(NullLogger):
             from deepforcing.errors import ConfigError
 
             raise ConfigError(f"logger mode {mode!r}: choose one of {', '.join(MODES)}")
-        if mode == "online" and not _has_api_key():
+        if mode == "online" and not _has_credentials():
             log.warning("W&B: not logged in, logging offline (sync later with `wandb sync`)")
             mode = "offline"
         self.project, self.group, self.mode, self.dir, self.entity, self.tags = project, group, mode, dir, entity, tags

@@ -1,9 +1,10 @@
-"""W&B without a network: one short check per process and offline runs that `wandb sync` can upload
-later. The servers are real sockets on 127.0.0.1."""
+"""W&B without a network: one short check per process, offline runs that `wandb sync` can upload later,
+and a SIGTERM'd point whose run is finished. The servers are real sockets on 127.0.0.1."""
 
 import contextlib
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -88,17 +89,20 @@ def offline_runs(wandb_dir: Path) -> list[Path]:
     return sorted(p for p in (wandb_dir / "wandb").glob("offline-run-*") if p.is_dir())
 
 
-# sweep points through the logger API: start, three chunks, then finish
+# a sweep point through the logger API: start, three chunks, then finish (or wait to be killed)
 POINTS = """
-import logging, sys, types
+import logging, sys, time, types
 logging.basicConfig(level=logging.WARNING)
 from deepforcing.loggers import WandbLogger
-out, n = sys.argv[1], int(sys.argv[2])
+out, n, wait = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
 for p in range(n):
     logger = WandbLogger(mode="online", dir=out, group="g", timeout_s=2)
     logger.start(f"point{p}", {"method": "m", "policy": {"policy": "pol"}})
     for i in range(3):
         logger.chunk("v", types.SimpleNamespace(index=i, seconds=0.1, diagnostics={"cache_frames": i}))
+    if wait:
+        print("started", flush=True)
+        time.sleep(wait)
     logger.finish({"score": 0.5 + p, "videos": 1})
 """
 
@@ -133,7 +137,7 @@ def test_unreachable_server_costs_one_short_wait_and_both_points_log_offline(tmp
 
 def test_failed_online_init_retries_the_point_offline(tmp_path):
     with unauthorized_server() as url:
-        r = subprocess.run([sys.executable, "-c", POINTS, str(tmp_path), "2"], capture_output=True,
+        r = subprocess.run([sys.executable, "-c", POINTS, str(tmp_path), "2", "0"], capture_output=True,
                            text=True, timeout=120, env=wandb_env(url), cwd=ROOT)
     assert r.returncode == 0, r.stderr[-3000:]
     assert r.stderr.count("W&B: online init failed") == 1
@@ -141,6 +145,23 @@ def test_failed_online_init_retries_the_point_offline(tmp_path):
     runs = offline_runs(tmp_path)
     assert len(runs) == 2
     assert sorted(summary(inspect(d))["score"] for d in runs) == [0.5, 1.5]
+
+
+def test_sigterm_finishes_the_open_run_with_an_exit_code(tmp_path):
+    env = wandb_env("http://127.0.0.1:9", WANDB_MODE="offline")
+    p = subprocess.Popen([sys.executable, "-c", POINTS, str(tmp_path), "1", "60"], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT)
+    try:
+        assert p.stdout.readline().strip() == "started", p.stderr.read()
+        p.send_signal(signal.SIGTERM)
+        assert p.wait(timeout=60) == -signal.SIGTERM  # the process still dies by the signal
+    finally:
+        p.kill()
+    [run_dir] = offline_runs(tmp_path)
+    records = inspect(run_dir)
+    assert [rec["exit"]["exit_code"] for rec in records if rec.get("type") == "exit"] == [143]
+    s = summary(records)
+    assert s["error"] == "killed by SIGTERM" and s["chunk/cache_frames"] == 2 and "score" not in s
 
 
 def test_netrc_credentials_are_found_without_a_deprecation_warning(tmp_path):

@@ -40,13 +40,17 @@ def read_prompts(cfg: DictConfig) -> tuple[str, ...]:
     p = cfg.prompts
     if p.get("list"):
         prompts = list(p.list)
+    elif p.get("set"):
+        from deepforcing.prompts import read_set
+
+        prompts = read_set(p.set)
     elif p.get("file"):
         path = Path(p.file)
         if not path.exists():
             raise ConfigError(f"prompt file {path} does not exist; set prompts.file or DEEPFORCING_PROMPTS")
         prompts = [line.strip() for line in path.read_text().splitlines() if line.strip()]
     else:
-        raise ConfigError("prompts: give prompts.list or prompts.file")
+        raise ConfigError("prompts: give prompts.list, prompts.set (a published set) or prompts.file")
     if p.get("first"):
         prompts = prompts[: int(p.first)]
     return tuple(prompts)
@@ -57,13 +61,17 @@ def point_from_cfg(cfg: DictConfig) -> PointConfig:
     model = ModelSpec(**OmegaConf.to_container(cfg.model, resolve=True))
     model.validate()
     mcfg = preset(model.config)
-    r = OmegaConf.to_container(cfg.rollout, resolve=True)
     method = OmegaConf.to_container(cfg.method, resolve=True)
-    r.update(method.get("rollout") or {})
+    # the method's rollout settings are defaults; whatever the command line or config sets wins
+    given = {k: v for k, v in OmegaConf.to_container(cfg.rollout, resolve=True).items() if v is not None}
+    r = {**(method.get("rollout") or {}), **given}
+    if "steps" in r:
+        r["steps"] = tuple(r["steps"])
     num_frames = cfg.num_frames
     if cfg.length_s is not None:
-        num_frames = latent_frames_for_seconds(cfg.length_s, cfg.fps, mcfg.vae_stride[0], r["chunk_frames"])
-    rollout = RolloutConfig(num_frames=num_frames, seed=cfg.seed, steps=tuple(r.pop("steps")), **r)
+        chunk = r.get("chunk_frames", RolloutConfig.chunk_frames)
+        num_frames = latent_frames_for_seconds(cfg.length_s, cfg.fps, mcfg.vae_stride[0], chunk)
+    rollout = RolloutConfig(num_frames=num_frames, seed=cfg.seed, **r)
     values = {"sink_ratio": cfg.sink_ratio, "rope_align": cfg.rope_align, "compression": cfg.compression_policy,
               "budget": cfg.budget, "recent": cfg.recent}
     knobs = tuple((k, v) for k, v in values.items() if v is not None)

@@ -226,7 +226,7 @@ class KVCache:
                     geom.grid, rope, dtype, device)
             for _ in range(geom.num_layers)
         ]
-        self.key = (geom, capacity_frames, span_frames, batch, dtype, str(device))
+        self.key = (geom, capacity_frames, span_frames, batch, dtype, str(device), rope.max_pos)
 
     def reset(self) -> None:
         for layer in self.layers:

@@ -57,6 +57,12 @@ class RolloutConfig:
             raise ConfigError("the denoising step list is empty")
         if self.batch <= 0:
             raise ConfigError(f"batch must be positive, got {self.batch}")
+        if not isinstance(self.seed, int) or isinstance(self.seed, bool):
+            raise ConfigError(f"seed must be an integer, got {self.seed!r}")
+        from deepforcing.attention import BACKENDS
+
+        if self.attn_backend not in BACKENDS:
+            raise ConfigError(f"unknown attention backend {self.attn_backend!r}; choose one of {', '.join(BACKENDS)}")
 
 
 def per_frame(t: float | torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -197,7 +203,7 @@ class Engine:
 
     def _kv_cache(self, geom: Geometry, policy: CachePolicy, span_frames: int, batch: int) -> KVCache:
         cap = policy.capacity_frames(geom)
-        key = (geom, cap, span_frames, batch, self.model.dtype, str(self.model.device))
+        key = (geom, cap, span_frames, batch, self.model.dtype, str(self.model.device), self.rope.max_pos)
         if self._cache is None or self._cache.key != key:
             self._cache = None  # free the old buffers first
             self._cache = KVCache(geom, cap, span_frames, batch, self.rope, self.model.dtype, self.model.device)
@@ -228,6 +234,7 @@ class Engine:
         schedule.validate(rc.num_frames)
         if rc.rope_max_pos != self.rope.max_pos:
             self.rope = Rope3D(self.cfg, max_pos=rc.rope_max_pos)
+        self.backend = resolve_backend(rc.attn_backend, self.model.dtype, self.model.device)
         rollout = ROLLOUTS.get(rc.rollout)(self, policy, rc, geom)
         policy.reset(geom)
         h, w = rc.latent_hw or self.cfg.latent_hw

@@ -117,6 +117,7 @@ def plan_point(point, root: str | os.PathLike) -> Plan:
     h, w = point.rollout.latent_hw or cfg.latent_hw
     f = point.rollout.num_frames
     m = measured(root, point)
+    latent_bytes = f * cfg.in_dim * h * w * DTYPE_BYTES[point.model.dtype]
     return Plan(videos=len(point.prompts), latent_frames=f, frames=pixel_frames(f, cfg.vae_stride[0]),
-                fps=point.fps, gen_fps=m.get("fps"), latent_bytes=f * cfg.in_dim * h * w * DTYPE_BYTES[point.model.dtype],
+                fps=point.fps, gen_fps=m.get("fps"), latent_bytes=latent_bytes,
                 mp4_bytes_per_frame=m.get("mp4_bytes_per_frame"))

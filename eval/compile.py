@@ -5,7 +5,7 @@ Examples::
     python -m eval.compile results/demo --baseline rolling_window     # -> results/reports/demo/
     python -m eval.compile results/demo results/demo2 --out report --baseline rolling_window
     python -m eval.compile results/demo --table deep_forcing_table1 --table deep_forcing_table4 --length 30
-    python -m eval.compile results/demo --published-csv ../shared/reference/published_results.csv --no-html
+    python -m eval.compile results/demo --published-csv my_rows.csv --no-html
 
 Writes under ``--out`` (default ``<results>/reports/<sweep>/`` beside the sweep, where run.py's own
 compile puts it; ``<sweep1>+<sweep2>`` for several sweeps): ``tables/<table>.{md,tex,csv}`` (one per
@@ -17,8 +17,8 @@ it must hold nothing but a report.
 
 Scores are stored as fractions in [0, 1] and shown ×100 like the papers (headers say so); ours are
 ``mean ± half-width`` of a 95 % percentile-bootstrap interval over prompts. The published CSV is
-``--published-csv``, else ``$DEEPFORCING_PUBLISHED``, else ``../shared/reference/published_results.csv``
-relative to the repository.
+``--published-csv``, else ``$DEEPFORCING_PUBLISHED``, else the one shipped with the package
+(``deepforcing/data/published_results.csv``).
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--baseline", help="point to compare against (paired differences): a label shown in the "
                                       "tables, a method name that is unique in the sweeps, or a key prefix")
     p.add_argument("--published-csv", help="published results CSV (default: $DEEPFORCING_PUBLISHED or "
-                                           "../shared/reference/published_results.csv)")
+                                           "the CSV shipped in deepforcing/data/)")
     p.add_argument("--table", action="append", dest="tables", metavar="NAME",
                    help="published table to lay out, e.g. deep_forcing_table1 (default), deep_forcing_table4, "
                         "'LongLive Table 3'; repeat for several")

@@ -30,7 +30,7 @@ BASELINE: str | None = "rolling_window"  # a point label, a unique method name o
 # not in the sweeps: no paired table (a note says why)
 TABLE = "deep_forcing_table1"
 LENGTH: float | None = None  # keep only published rows of this length (s)
-PUBLISHED_CSV: str | None = None  # default: $DEEPFORCING_PUBLISHED or ../shared/reference/published_results.csv
+PUBLISHED_CSV: str | None = None  # default: $DEEPFORCING_PUBLISHED or the CSV shipped in deepforcing/data/
 
 # %%
 # ruff: noqa: E402

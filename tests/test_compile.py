@@ -27,7 +27,7 @@ from deepforcing.store import PointStore, read_record, write_record
 from eval.compile import main as cli
 
 ROOT = Path(__file__).resolve().parents[1]
-PUBLISHED = default_published_path()  # $DEEPFORCING_PUBLISHED or ../shared/reference/published_results.csv
+PUBLISHED = default_published_path()  # $DEEPFORCING_PUBLISHED or the CSV shipped in deepforcing/data/
 
 # Deep Forcing Table 1 as printed (deep_forcing.md §5): 30-s rows, in the paper's order
 TABLE1_30S = [

@@ -125,3 +125,20 @@ def test_bad_rollout_config_fails_before_work(tiny_model, tiny_text, kwargs, msg
 def test_full_cache_refuses_to_run_past_its_window(tiny_model, tiny_text):
     with pytest.raises(ConfigError, match="rolling_window"):
         Engine(tiny_model).generate(tiny_text, build_policy("full_cache"), RolloutConfig(num_frames=24))
+
+
+def test_rope_limit_and_backend_follow_each_rollout_on_a_reused_engine(tiny_model, tiny_text):
+    """The reused KV cache must not keep the RoPE table of an earlier rollout, and the attention backend
+    is the rollout's, not the engine's first."""
+    eng = Engine(tiny_model)
+    short = RolloutConfig(num_frames=9, rope_max_pos=10, attn_backend="sdpa")
+    eng.generate(tiny_text, build_policy("rolling_window", window=9), short)
+    assert eng.backend == "sdpa"
+    longer = RolloutConfig(num_frames=15)  # frames past 9: fine without the limit
+    out = eng.generate(tiny_text, build_policy("rolling_window", window=9), longer)
+    fresh = Engine(tiny_model).generate(tiny_text, build_policy("rolling_window", window=9), longer)
+    assert torch.equal(out, fresh)
+    with pytest.raises(Exception, match="outside the reference table"):
+        eng.generate(tiny_text, build_policy("rolling_window", window=9), RolloutConfig(num_frames=15, rope_max_pos=10))
+    with pytest.raises(ConfigError, match="unknown attention backend"):
+        RolloutConfig(attn_backend="fast").validate()

@@ -33,6 +33,8 @@ def sweep_points(exp):
 @pytest.mark.parametrize("exp", EXPERIMENTS)
 def test_experiment_points_validate_up_to_the_weights(exp, tmp_path, monkeypatch):
     monkeypatch.setenv("DEEPFORCING_WEIGHTS", str(tmp_path))
+    # the published prompt files (development material here; users fetch them: python -m eval.prompts)
+    monkeypatch.setenv("DEEPFORCING_PROMPTS", str(Path(__file__).resolve().parents[2] / "shared" / "data"))
     n = 0
     for overrides in sweep_points(exp):
         cfg = compose_cfg(overrides)

@@ -299,3 +299,23 @@ def test_rescore_true_never_generates(tmp_path):
     r = run_cli([*FAST, "rescore=true", "metrics=all"], tmp_path)
     assert r.returncode == 0, r.stderr[-3000:]
     assert "pending (weights missing)" in r.stderr + r.stdout
+
+
+@pytest.mark.parametrize("override, msg", [
+    ("compression=zip", "compression/zip"),  # an unknown choice is listed, not dropped
+    ("seed=abc", "seed must be an integer"),
+    ("rollout.attn_backend=fast", "unknown attention backend 'fast'"),
+])
+def test_settings_that_used_to_be_ignored_now_fail(override, msg):
+    with pytest.raises(Exception) as info:
+        run.point_from_cfg(composed([override]))
+    assert msg in str(info.value)
+
+
+def test_command_line_rollout_beats_the_methods():
+    method_only = run.point_from_cfg(composed(["method=rolling_forcing"]))
+    assert method_only.rollout.steps == (1000, 800, 600, 400, 200) and method_only.rollout.rollout == "rolling"
+    cli = run.point_from_cfg(composed(["method=rolling_forcing", "rollout.steps=[1000,500]"]))
+    assert cli.rollout.steps == (1000, 500) and cli.rollout.rollout == "rolling"
+    plain = run.point_from_cfg(composed(["rollout.steps=[1000,500]", "rollout.shift=3.0"]))
+    assert plain.rollout.steps == (1000, 500) and plain.rollout.shift == 3.0 and plain.rollout.rollout == "block"

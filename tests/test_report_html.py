@@ -23,7 +23,7 @@ from deepforcing.compile.tables import default_published_path
 from deepforcing.store import PointStore
 
 ROOT = Path(__file__).resolve().parents[1]
-PUBLISHED = default_published_path()  # $DEEPFORCING_PUBLISHED or ../shared/reference/published_results.csv
+PUBLISHED = default_published_path()  # $DEEPFORCING_PUBLISHED or the CSV shipped in deepforcing/data/
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                   "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 

@@ -87,11 +87,14 @@ def metric_sort_key(metric: str) -> tuple:
 # --------------------------------------------------------------------------------------------------- published
 
 
+#: The published numbers we compare against (Self Forcing, LongLive, Rolling Forcing, Deep Forcing papers),
+#: shipped with the package: one row per (paper, table, system, metric), with its source.
+PUBLISHED_CSV = Path(__file__).resolve().parents[1] / "data" / "published_results.csv"
+
+
 def default_published_path() -> Path:
     env = os.environ.get("DEEPFORCING_PUBLISHED")
-    if env:
-        return Path(env)
-    return Path(__file__).resolve().parents[2] / ".." / "shared" / "reference" / "published_results.csv"
+    return Path(env) if env else PUBLISHED_CSV
 
 
 def read_published(path: str | os.PathLike | None = None) -> pd.DataFrame:

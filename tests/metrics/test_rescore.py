@@ -44,7 +44,8 @@ def test_pending_metric_is_scored_from_latents_once_weights_exist(random_weights
     run = tmp_path / "sweep"
     first = run_point(point(), Runtime(), run, "s", progress=False)
     assert first["background_consistency"] is None and first["temporal_flickering"] is not None
-    assert sorted(first["pending"]) == ["background_consistency"] and len(first["pending"]["background_consistency"]) == 2
+    assert sorted(first["pending"]) == ["background_consistency"]
+    assert len(first["pending"]["background_consistency"]) == 2
     latents = {p: p.read_bytes() for p in run.rglob("*.latents.safetensors")}
 
     rt = Runtime()  # weights still missing: nothing to do, still pending, no generation

@@ -36,6 +36,35 @@ log = logging.getLogger("deepforcing")
 RUNTIME = Runtime()  # shared by every job of this process
 
 
+def method_schema(name: str) -> type:
+    """The ``method=<name>`` config: the preset's name and its policy's settings, typed by the policy's
+    dataclass fields (so ``method.window=abc`` or ``method.windw=3`` fail when the config is composed)."""
+    import typing
+    from dataclasses import field, fields, make_dataclass
+
+    from deepforcing.policies import preset
+
+    cls, p = preset(name)
+    hints = typing.get_type_hints(cls)
+    values = {f.name: p.settings.get(f.name, f.default) for f in fields(cls)}
+    return make_dataclass(f"method_{name}", [("preset", str, field(default=name))] + [
+        (k, hints[k], field(default=v)) for k, v in values.items()])
+
+
+def register_methods() -> None:
+    """``method=`` choices: every registered preset (ours and plug-ins'), generated from the catalogue."""
+    from hydra.core.config_store import ConfigStore
+
+    from deepforcing.policies import preset_names
+
+    cs = ConfigStore.instance()
+    for name in preset_names():
+        cs.store(group="method", name=name, node=method_schema(name))
+
+
+register_methods()
+
+
 def read_prompts(cfg: DictConfig) -> tuple[str, ...]:
     p = cfg.prompts
     if p.get("list"):
@@ -61,10 +90,16 @@ def point_from_cfg(cfg: DictConfig) -> PointConfig:
     model = ModelSpec(**OmegaConf.to_container(cfg.model, resolve=True))
     model.validate()
     mcfg = preset(model.config)
+    from deepforcing.policies import preset as policy_preset
+
     method = OmegaConf.to_container(cfg.method, resolve=True)
-    # the method's rollout settings are defaults; whatever the command line or config sets wins
+    name = method.pop("preset")
+    _, defaults = policy_preset(name)
+    schema = {k: v for k, v in vars(method_schema(name)()).items() if k != "preset"}
+    settings = tuple((k, v) for k, v in method.items() if v != schema.get(k))  # changed on the command line
+    # the preset's rollout settings are defaults; whatever the command line or config sets wins
     given = {k: v for k, v in OmegaConf.to_container(cfg.rollout, resolve=True).items() if v is not None}
-    r = {**(method.get("rollout") or {}), **given}
+    r = {**defaults.rollout, **given}
     if "steps" in r:
         r["steps"] = tuple(r["steps"])
     num_frames = cfg.num_frames
@@ -76,7 +111,7 @@ def point_from_cfg(cfg: DictConfig) -> PointConfig:
               "budget": cfg.budget, "recent": cfg.recent}
     knobs = tuple((k, v) for k, v in values.items() if v is not None)
     point = PointConfig(
-        model=model, method=method["preset"], knobs=knobs, rollout=rollout, prompts=read_prompts(cfg),
+        model=model, method=name, knobs=knobs, settings=settings, rollout=rollout, prompts=read_prompts(cfg),
         fps=cfg.fps, metrics=tuple(cfg.metric_dims), segment_seconds=cfg.segment_seconds, crf=cfg.crf,
         clips=clip_protocol(cfg),
     )

@@ -41,7 +41,17 @@ class RolloutConfig:
     batch: int = 1
     rope_max_pos: int | None = None  # 1024 reproduces the reference RoPE table limit
     attn_backend: str = "auto"
-    rollout: str = "block"  # "block" (chunk by chunk) or "rolling" (Rolling Forcing's joint window)
+    rollout: str | None = None  # "block" (chunk by chunk), "rolling" (Rolling Forcing's joint window); None: the
+    # policy's (``CachePolicy.needs``), else "block"
+
+    def loop_for(self, policy) -> str:
+        """The rollout this config runs ``policy`` under; a policy that needs its own loop gets it."""
+        if policy.needs is not None and self.rollout not in (None, policy.needs):
+            raise ConfigError(f"policy {policy.name} runs only under rollout={policy.needs!r}, not {self.rollout!r}; "
+                              "leave rollout unset")
+        name = self.rollout or policy.needs or "block"
+        ROLLOUTS.check(name)
+        return name
 
     def validate(self) -> None:
         if self.chunk_frames <= 0:
@@ -235,7 +245,7 @@ class Engine:
         if rc.rope_max_pos != self.rope.max_pos:
             self.rope = Rope3D(self.cfg, max_pos=rc.rope_max_pos)
         self.backend = resolve_backend(rc.attn_backend, self.model.dtype, self.model.device)
-        rollout = ROLLOUTS.get(rc.rollout)(self, policy, rc, geom)
+        rollout = ROLLOUTS.get(rc.loop_for(policy))(self, policy, rc, geom)
         policy.reset(geom)
         h, w = rc.latent_hw or self.cfg.latent_hw
         shape = (rc.batch, rc.num_frames, self.cfg.in_dim, h, w)

@@ -86,6 +86,7 @@ class PointConfig:
     model: ModelSpec = field(default_factory=ModelSpec)
     method: str = "rolling_window"  # a policy preset (deepforcing.policies.presets) or policy name
     knobs: tuple[tuple[str, Any], ...] = ()  # sweep knobs: sink_ratio, rope_align, compression, budget, recent
+    settings: tuple[tuple[str, Any], ...] = ()  # policy settings changed from the preset's (method.<field>=...)
     rollout: RolloutConfig = field(default_factory=RolloutConfig)
     prompts: tuple[str, ...] = ()
     fps: float = 16.0
@@ -108,24 +109,31 @@ class PointConfig:
         geom = Geometry(grid=cfg.grid(self.rollout.latent_hw), chunk_frames=self.rollout.chunk_frames,
                         num_frames=self.rollout.num_frames, num_layers=cfg.num_layers, num_heads=cfg.num_heads,
                         head_dim=cfg.head_dim)
-        self.build_policy().validate(geom)  # bad policy settings, and settings that do not fit this rollout
+        policy = self.build_policy()
+        policy.validate(geom)  # bad policy settings, and settings that do not fit this rollout
+        self.rollout.loop_for(policy)
         self.model.check_files()
         from deepforcing.metrics.config import DriftConfig, EvalConfig
 
         EvalConfig(dimensions=self.metrics, clips=self.clips, drift=DriftConfig(segment_seconds=self.segment_seconds))
 
+    def labels(self) -> dict[str, Any]:
+        """What sets this point apart from its preset: settings given field by field, then sweep knobs."""
+        return {**dict(self.settings), **dict(self.knobs)}
+
     def build_policy(self):
-        name, kwargs = apply_knobs(self.method, **dict(self.knobs))
+        name, kwargs = apply_knobs(self.method, base=dict(self.settings), **dict(self.knobs))
         try:
             return build_policy(name, **kwargs)
-        except TypeError as e:
-            raise ConfigError(f"method {self.method!r} ({name}) does not take these settings: {e}") from None
+        except ConfigError as e:
+            raise ConfigError(f"method {self.method!r}: {e}") from None
 
     def semantic(self) -> dict:
         """The resolved settings of the point: the policy appears as the settings it actually runs
         with, however the knobs were spelled."""
         d = asdict(self)
         d.pop("knobs")
+        d.pop("settings")
         policy = self.build_policy().describe()
         policy.pop("sink_ratio", None)  # only a way to give the sink size, which is resolved here
         d["policy"] = policy
@@ -429,7 +437,7 @@ def run_point(
         if (summary is not None and complete and summary.get("scoring") == scoring and not summary.get("pending")
                 and not damaged):
             return {**summary, "skipped": True}
-        store.start({"key": key, "method": point.method, "knobs": dict(point.knobs), "config": point.semantic(),
+        store.start({"key": key, "method": point.method, "knobs": point.labels(), "config": point.semantic(),
                      "generation": generation, "scoring": scoring})
         if logger is not None:
             logger.start(key, point.semantic())
@@ -443,7 +451,7 @@ def run_point(
                 changed |= _fill_video(runtime, point, store, name, prompt, records[name], scoring, generate,
                                        logger, Path(root) / ".cache" / "text", progress)
             records_now = store.video_records()
-            summary = {"key": key, "method": point.method, "knobs": dict(point.knobs), "scoring": scoring,
+            summary = {"key": key, "method": point.method, "knobs": point.labels(), "scoring": scoring,
                        **summarize(records_now, point.metrics)}
             store.finish(summary)
             if changed:

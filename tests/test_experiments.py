@@ -8,7 +8,9 @@ import pytest
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 
+from deepforcing.engine import RolloutConfig
 from deepforcing.errors import WeightsError
+from deepforcing.policies.presets import build_preset
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -49,7 +51,8 @@ def test_table1_pairs_each_baseline_with_its_weights_and_policy():
     pairs = {}
     for overrides in sweep_points("table1"):
         cfg = compose_cfg(overrides)
-        pairs[cfg.model.kind, cfg.method.preset] = dict(cfg.method).get("rollout", {}).get("rollout", "block")
+        rollout = RolloutConfig(**{k: v for k, v in cfg.rollout.items() if v is not None and k != "steps"})
+        pairs[cfg.model.kind, cfg.method.preset] = rollout.loop_for(build_preset(cfg.method.preset))
     assert pairs == {
         ("self_forcing", "rolling_window"): "block", ("causvid", "rolling_window"): "block",
         ("longlive", "longlive"): "block", ("rolling_forcing", "rolling_forcing"): "rolling",

@@ -15,9 +15,9 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 
 from deepforcing.errors import ConfigError, WeightsError
-from deepforcing.knobs import USES, apply_knobs
+from deepforcing.knobs import apply_knobs
 from deepforcing.pipeline import prompt_slug
-from deepforcing.policies.presets import PRESETS
+from deepforcing.policies import policies_using, preset_names
 from deepforcing.weights import WEIGHTS_ROOT_ENV
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -38,12 +38,12 @@ PARAM = {"sink_ratio": "sink", "rope_align": "align", "budget": "budget", "recen
 EXPECT = {"sink_ratio": 5, "rope_align": "code", "budget": 15, "recent": 5}
 
 
-@pytest.mark.parametrize("preset", sorted(PRESETS))
+@pytest.mark.parametrize("preset", preset_names())
 @pytest.mark.parametrize("knob", sorted(KNOB_VALUES))
 def test_every_knob_reaches_the_policy_of_every_preset_that_uses_it(preset, knob):
     cfg = composed([f"method={preset}", f"{knob}={KNOB_VALUES[knob]}"])
     policy_name, _ = apply_knobs(preset)
-    if policy_name in USES[knob]:
+    if policy_name in policies_using(knob):
         point = run.point_from_cfg(cfg)
         policy = point.build_policy()
         assert getattr(policy, PARAM[knob]) == EXPECT[knob]
@@ -98,7 +98,7 @@ def run_cli(args, tmp_path, timeout=600):
     ("sink_ratoi=0.3", "sink_ratoi"),
     ("sink_ratio=1.5", "sink_ratio must lie in [0, 1)"),
     ("method=deep_forcin", "deep_forcin"),
-    ("rope_align=sideways", "rope_align='sideways'"),
+    ("rope_align=sideways", "align must be one of ('none', 'paper', 'code'), got 'sideways'"),
     ("budget=8", "budget 8 < sink 10 + recent 4"),
     ("num_frames=20", "multiple of the chunk"),
     ("prompts.list=['  ']", "prompt 0 is empty"),
@@ -314,8 +314,12 @@ def test_settings_that_used_to_be_ignored_now_fail(override, msg):
 
 def test_command_line_rollout_beats_the_methods():
     method_only = run.point_from_cfg(composed(["method=rolling_forcing"]))
-    assert method_only.rollout.steps == (1000, 800, 600, 400, 200) and method_only.rollout.rollout == "rolling"
+    assert method_only.rollout.steps == (1000, 800, 600, 400, 200)
+    assert method_only.rollout.loop_for(method_only.build_policy()) == "rolling"
     cli = run.point_from_cfg(composed(["method=rolling_forcing", "rollout.steps=[1000,500]"]))
-    assert cli.rollout.steps == (1000, 500) and cli.rollout.rollout == "rolling"
+    assert cli.rollout.steps == (1000, 500) and cli.rollout.loop_for(cli.build_policy()) == "rolling"
     plain = run.point_from_cfg(composed(["rollout.steps=[1000,500]", "rollout.shift=3.0"]))
-    assert plain.rollout.steps == (1000, 500) and plain.rollout.shift == 3.0 and plain.rollout.rollout == "block"
+    assert plain.rollout.steps == (1000, 500) and plain.rollout.shift == 3.0
+    assert plain.rollout.loop_for(plain.build_policy()) == "block"
+    with pytest.raises(ConfigError, match="runs only under rollout='rolling'"):
+        run.point_from_cfg(composed(["method=rolling_forcing", "rollout.rollout=block"]))

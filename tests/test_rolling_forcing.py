@@ -20,7 +20,7 @@ from deepforcing.engine import Engine, PromptSchedule, RolloutConfig
 from deepforcing.errors import ConfigError
 from deepforcing.model import CausalWan, ModelConfig
 from deepforcing.policies import build_policy
-from deepforcing.policies.presets import PRESETS, SOURCES, build_preset
+from deepforcing.policies.presets import build_preset, presets, sources
 from deepforcing.scheduler import FlowMatch
 
 FIXTURE = Path(__file__).parent / "fixtures" / "rolling_forcing_tiny"
@@ -277,5 +277,22 @@ def test_config_errors(micro):
 
 
 def test_preset_registered():
-    assert PRESETS["rolling_forcing"][0] == "rolling_forcing" and "rolling_forcing" in SOURCES
+    assert presets()["rolling_forcing"][0] == "rolling_forcing" and "rolling_forcing" in sources()
     assert build_preset("rolling_forcing").describe()["policy"] == "rolling_forcing"
+
+
+def test_the_preset_gets_its_rollout_whatever_builds_it(micro):
+    """build_preset('rolling_forcing') under a default RolloutConfig runs the joint rolling window (the
+    same latents as asking for it); asking for the block loop explicitly is an error."""
+    from deepforcing.policies.presets import resolve_preset
+
+    model, text = micro
+    rc = RolloutConfig(num_frames=21, steps=RF_STEPS)
+    assert rc.loop_for(build_preset("rolling_forcing")) == "rolling"
+    default = Engine(model).generate(text, build_preset("rolling_forcing"), rc)
+    explicit = Engine(model).generate(text, build_preset("rolling_forcing"), RolloutConfig(
+        num_frames=21, steps=RF_STEPS, rollout="rolling"))
+    assert torch.equal(default, explicit)
+    with pytest.raises(ConfigError, match="runs only under rollout='rolling'"):
+        Engine(model).generate(text, build_preset("rolling_forcing"), RolloutConfig(num_frames=21, rollout="block"))
+    assert resolve_preset("rolling_forcing")[0] == "rolling_forcing"

@@ -8,10 +8,13 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
 from deepforcing.cache import SINK, KVCache, LayerKV
 from deepforcing.errors import ConfigError
+from deepforcing.policies import Preset, register
 from deepforcing.policies.base import Context, FrameSpan, Phase, SinkWindowPolicy, Step, evict_oldest
 
 POSITIONS = ("absolute", "cache_relative")
@@ -28,16 +31,27 @@ def frame_ordinals(kv: LayerKV) -> torch.Tensor:
     return torch.cumsum(kv.run_starts().long(), 0) - 1
 
 
+@register
+@dataclass(eq=False)
 class AttentionSink(SinkWindowPolicy):
     name = "attention_sink"
+    presets = {
+        "self_forcing_sink": Preset(dict(sink=3, window=21, positions="absolute"),
+                                    "Self-Forcing sink_size=3 at absolute positions (Deep Forcing App. A "
+                                    "'LongLive-style sink')"),
+        "streamingllm": Preset(dict(sink=3, window=21, positions="cache_relative"),
+                               "StreamingLLM: 3-frame sink, positions within the cache"),
+    }
+    sink: int = 3
+    window: int = 21
+    positions: str = "absolute"
 
-    def __init__(self, sink: int = 3, window: int = 21, positions: str = "absolute"):
-        super().__init__()
-        if positions not in POSITIONS:
-            raise ConfigError(f"attention_sink: positions must be one of {POSITIONS}, got {positions!r}")
-        if not 0 <= sink < window:
-            raise ConfigError(f"attention_sink: need 0 <= sink < window, got sink={sink}, window={window}")
-        self.sink, self.window, self.positions = sink, window, positions
+    def __post_init__(self):
+        super().__post_init__()
+        if self.positions not in POSITIONS:
+            raise ConfigError(f"attention_sink: positions must be one of {POSITIONS}, got {self.positions!r}")
+        if not 0 <= self.sink < self.window:
+            raise ConfigError(f"attention_sink: need 0 <= sink < window, got sink={self.sink}, window={self.window}")
         self._cached_frames = 0
 
     def begin_chunk(self, cache: KVCache, span: FrameSpan) -> None:

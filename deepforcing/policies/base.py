@@ -13,13 +13,18 @@ The engine runs the model; a policy decides what the KV cache holds and how it i
 
 The engine never knows which policy runs. One policy object serves one rollout at a time and is
 ``reset`` for every video.
+
+A policy is a dataclass: its fields are its settings (a point's identity is :meth:`describe`, the
+fields as they run). Beside the class it declares, as class variables, its ``name``, the ``presets``
+it offers (:class:`~deepforcing.policies.Preset`: settings, source, rollout settings), the sweep
+``knobs`` it accepts (knob -> field; :meth:`with_knob` for knobs that need more) and the rollout it
+``needs`` (``None``: the chunk-by-chunk block loop); ``@register`` adds it to the catalogue.
 """
 
 from __future__ import annotations
 
-import inspect
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, fields
+from typing import Any, ClassVar
 
 import torch
 
@@ -102,14 +107,23 @@ class PromptSwitch:
     recache: Any  # recache(first_frame, num_frames): one re-cache forward over history frames
 
 
+@dataclass(eq=False)
 class CachePolicy:
-    name = "base"
+    name: ClassVar[str] = "base"
+    presets: ClassVar[dict] = {}  # preset name -> deepforcing.policies.Preset
+    knobs: ClassVar[dict[str, str]] = {}  # sweep knob -> the field it sets
+    needs: ClassVar[str | None] = None  # the rollout this policy runs under (None: "block")
 
-    def __init__(self):
+    def __post_init__(self):
         self.geom: Geometry | None = None
         self.log: list[dict[str, Any]] = []
         self.mass_layer: int | None = None
         self.attention_mass: dict[str, float] = {}
+
+    @classmethod
+    def with_knob(cls, settings: dict[str, Any], knob: str, value: Any) -> tuple[str, dict[str, Any]]:
+        """(policy name, settings) once the sweep knob ``knob`` is applied to this policy's ``settings``."""
+        return cls.name, {**settings, cls.knobs[knob]: value}
 
     # --- configuration ---------------------------------------------------------------------
     def capacity_frames(self, geom: Geometry) -> int:
@@ -168,9 +182,8 @@ class CachePolicy:
         }
 
     def describe(self) -> dict[str, Any]:
-        """The policy's name and constructor settings (what makes two runs comparable)."""
-        params = inspect.signature(type(self).__init__).parameters
-        return {"policy": self.name, **{p: getattr(self, p) for p in params if p != "self" and hasattr(self, p)}}
+        """The policy's name and settings as they run (what makes two runs comparable)."""
+        return {"policy": self.name, **{f.name: getattr(self, f.name) for f in fields(self)}}
 
 
 def check_room(policy: CachePolicy, geom: Geometry, frames: int, protected: int, what: str = "sink") -> None:
@@ -182,6 +195,7 @@ def check_room(policy: CachePolicy, geom: Geometry, frames: int, protected: int,
         )
 
 
+@dataclass(eq=False)
 class SinkWindowPolicy(CachePolicy):
     """A window of ``self.window`` frames whose first ``self.sink`` frames never leave."""
 

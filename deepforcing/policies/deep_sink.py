@@ -25,11 +25,14 @@ as the released code does, to measure the error that incremental bf16 rotation a
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, fields
+from typing import Any
 
 import torch
 
 from deepforcing.cache import SINK, TAG_NAMES, Geometry, KVCache, LayerKV
 from deepforcing.errors import ConfigError
+from deepforcing.policies import Preset, register
 from deepforcing.policies.attention_sink import tag_sink
 from deepforcing.policies.base import Context, FrameSpan, SinkWindowPolicy, Step, evict_oldest
 
@@ -50,21 +53,52 @@ def sink_frames(window: int, sink: int | None, sink_ratio: float | None) -> int:
     return sink
 
 
+PAPER_DS = dict(window=21, sink=10)
+
+
+@register
+@dataclass(eq=False)
 class DeepSink(SinkWindowPolicy):
     name = "deep_sink"
+    presets = {
+        "deep_sink": Preset(dict(PAPER_DS, align="paper"), "Deep Forcing Table 4 'SF+DS' (S=10, W=21), sink "
+                            "contiguous with the tail (paper Eq. 3-6)"),
+        "deep_sink_no_rope": Preset(dict(PAPER_DS, align="none"),
+                                    "Deep Sink without RoPE re-alignment (paper App. A ablation)"),
+        "deep_sink_only": Preset(dict(window=21, sink=14, align="code", rotation="delta"),
+                                 "released Deep Forcing DS_inference.sh (S=14), released-code sink rule and bf16 "
+                                 "delta rotation"),
+    }
+    knobs = {"sink_ratio": "sink_ratio", "rope_align": "align", "compression": "compression"}
+    window: int = 21
+    sink: int | None = None
+    sink_ratio: float | None = None
+    align: str = "paper"
+    rotation: str = "read_time"
 
-    def __init__(self, window: int = 21, sink: int | None = None, sink_ratio: float | None = None,
-                 align: str = "paper", rotation: str = "read_time"):
-        super().__init__()
-        if align not in ALIGN:
-            raise ConfigError(f"{self.name}: align must be one of {ALIGN}, got {align!r}")
-        if rotation not in ROTATION:
-            raise ConfigError(f"{self.name}: rotation must be one of {ROTATION}, got {rotation!r}")
-        if window <= 0:
-            raise ConfigError(f"{self.name}: window must be positive, got {window}")
-        self.window, self.align, self.rotation = window, align, rotation
-        self.sink = sink_frames(window, sink, sink_ratio)
-        self.sink_ratio = sink_ratio
+    def __post_init__(self):
+        super().__post_init__()
+        if self.align not in ALIGN:
+            raise ConfigError(f"{self.name}: align must be one of {ALIGN}, got {self.align!r}")
+        if self.rotation not in ROTATION:
+            raise ConfigError(f"{self.name}: rotation must be one of {ROTATION}, got {self.rotation!r}")
+        if self.window <= 0:
+            raise ConfigError(f"{self.name}: window must be positive, got {self.window}")
+        self.sink = sink_frames(self.window, self.sink, self.sink_ratio)
+
+    @classmethod
+    def with_knob(cls, settings: dict[str, Any], knob: str, value: Any) -> tuple[str, dict[str, Any]]:
+        if knob == "sink_ratio":  # the ratio replaces the preset's sink size
+            return cls.name, {**{k: v for k, v in settings.items() if k != "sink"}, "sink_ratio": value}
+        if knob == "compression":  # Deep Sink plus a compression policy is Participative Compression
+            from deepforcing.policies.participative import ParticipativeCompression
+
+            if value == "none":
+                return cls.name, settings
+            pc = ParticipativeCompression
+            keep = {k: v for k, v in settings.items() if k in {f.name for f in fields(cls)}}
+            return pc.with_knob({**pc.presets["deep_forcing"].settings, **keep}, knob, value)
+        return super().with_knob(settings, knob, value)
 
     def reset(self, geom: Geometry) -> None:
         super().reset(geom)

@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from deepforcing.cache import Geometry
 from deepforcing.errors import ConfigError
+from deepforcing.policies import Preset, register
 from deepforcing.policies.base import CachePolicy
 
 
+@register
+@dataclass(eq=False)
 class FullCache(CachePolicy):
     name = "full_cache"
-
-    def __init__(self, window: int = 21):
-        super().__init__()
-        self.window = window
+    presets = {"full_cache": Preset(dict(window=21), "Self-Forcing configs/self_forcing_dmd.yaml (local_attn_size -1: "
+                                                     "21 frames, never evicts)")}
+    window: int = 21
 
     def capacity_frames(self, geom: Geometry) -> int:
         return self.window

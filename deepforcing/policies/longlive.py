@@ -21,23 +21,33 @@ with ``CausalWanSelfAttention``'s write rules), before the first chunk of the ne
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
 from deepforcing.cache import RECENT, SINK, Geometry, KVCache, LayerKV
 from deepforcing.errors import ConfigError
+from deepforcing.policies import Preset, register
 from deepforcing.policies.base import Context, FrameSpan, PromptSwitch, SinkWindowPolicy, Step, evict_oldest
 
 
+@register
+@dataclass(eq=False)
 class LongLive(SinkWindowPolicy):
     name = "longlive"
+    presets = {"longlive": Preset(dict(sink=3, window=12, global_sink=True),
+                                  "LongLive-1.0 (NVlabs/LongLive 2462895) configs/longlive_inference.yaml: "
+                                  "local_attn_size 12, sink_size 3, global_sink true; KV re-cache on prompt switch")}
+    sink: int = 3
+    window: int = 12
+    global_sink: bool = True
 
-    def __init__(self, sink: int = 3, window: int = 12, global_sink: bool = True):
-        super().__init__()
-        if not isinstance(global_sink, bool):
-            raise ConfigError(f"longlive: global_sink must be true or false, got {global_sink!r}")
-        if not 0 <= sink < window:
-            raise ConfigError(f"longlive: need 0 <= sink < window, got sink={sink}, window={window}")
-        self.sink, self.window, self.global_sink = sink, window, global_sink
+    def __post_init__(self):
+        super().__post_init__()
+        if not isinstance(self.global_sink, bool):
+            raise ConfigError(f"longlive: global_sink must be true or false, got {self.global_sink!r}")
+        if not 0 <= self.sink < self.window:
+            raise ConfigError(f"longlive: need 0 <= sink < window, got sink={self.sink}, window={self.window}")
         self._skip_frames = 0  # leading frames of the re-cache forward that are queries only
         self.switches: list[dict] = []
 

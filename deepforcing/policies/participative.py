@@ -34,6 +34,8 @@ sink moves to ``[P - N, P - N + S)`` at every compression.
 from __future__ import annotations
 
 import hashlib
+from dataclasses import dataclass, fields
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -41,6 +43,7 @@ import torch.nn.functional as F
 from deepforcing.attention import key_importance
 from deepforcing.cache import COMPRESSED, SINK, Geometry, KVCache, LayerKV
 from deepforcing.errors import ConfigError
+from deepforcing.policies import Preset, register
 from deepforcing.policies.base import Context, FrameSpan, Step
 from deepforcing.policies.deep_sink import DeepSink
 
@@ -50,6 +53,11 @@ FUSIONS = ("sum", "max")
 HEADS = ("shared", "per_head")
 SELECT = ("attention", "random", "recency", "h2o", "snapkv")
 TOPC_ALIGN = ("none", "compact")
+#: The ``compression`` sweep knob: what ranks the candidates (``none``: plain Deep Sink).
+COMPRESSION = {"participative": "attention", "random": "random", "recency": "recency", "h2o": "h2o",
+               "snapkv": "snapkv"}
+PAPER_PC = dict(window=21, sink=10, budget=16, recent=4, align="paper", topc_align="compact",
+                query_source="both", score="dot", fusion="sum", heads="shared")
 
 
 def _choice(name: str, value, allowed) -> None:
@@ -57,36 +65,68 @@ def _choice(name: str, value, allowed) -> None:
         raise ConfigError(f"participative_compression: unknown {name} {value!r}; choose one of {', '.join(allowed)}")
 
 
+@register
+@dataclass(eq=False)
 class ParticipativeCompression(DeepSink):
     name = "participative_compression"
+    presets = {
+        "deep_forcing": Preset(dict(PAPER_PC), "Deep Forcing paper defaults S=10, N=16, R=4, queries 'both', Top-C "
+                               "unification"),
+        "deep_forcing_code": Preset(dict(
+            window=21, sink=10, budget=16, recent=4, align="code", rotation="delta", topc_align="none",
+            query_source="both", score="dot", fusion="sum", heads="shared", reuse_cap=7),
+            "released Deep Forcing code, commit ea9961a: sink [P-N, P-N+S), reuse cap 7, Top-C keep their "
+            "positions, incremental bf16 sink rotation"),
+        "pc_only_denoise": Preset(dict(PAPER_PC, query_source="denoise"), "Deep Forcing Table 5 'Only Denoising'"),
+        "pc_only_past": Preset(dict(PAPER_PC, query_source="past"), "Deep Forcing Table 5 'Only Past'"),
+        "pc_random": Preset(dict(PAPER_PC, select="random"), "Deep Forcing App. D random Top-C"),
+        "pc_recency": Preset(dict(PAPER_PC, select="recency"), "ablation: keep the newest candidates"),
+        "pc_h2o": Preset(dict(PAPER_PC, select="h2o"), "ablation: H2O-style accumulated attention"),
+        "pc_snapkv": Preset(dict(PAPER_PC, select="snapkv"), "ablation: SnapKV-style pooled observation-window "
+                                                             "scores"),
+    }
+    knobs = {**DeepSink.knobs, "budget": "budget", "recent": "recent"}
+    sink: int | None = 10
+    budget: int = 16
+    recent: int = 4
+    query_source: str = "both"
+    score: str = "dot"
+    fusion: str = "sum"
+    heads: str = "shared"
+    select: str = "attention"
+    reuse_cap: int | None = None
+    topc_align: str = "none"
+    pool: int = 7
+    seed: int = 0
 
-    def __init__(
-        self, window: int = 21, sink: int | None = 10, sink_ratio: float | None = None, budget: int = 16,
-        recent: int = 4, align: str = "paper", rotation: str = "read_time", query_source: str = "both",
-        score: str = "dot", fusion: str = "sum", heads: str = "shared", select: str = "attention",
-        reuse_cap: int | None = None, topc_align: str = "none", pool: int = 7, seed: int = 0,
-    ):
-        if sink is not None and sink_ratio is not None:
-            sink = None  # a ratio given explicitly wins over the default sink size
-        super().__init__(window=window, sink=sink, sink_ratio=sink_ratio, align=align, rotation=rotation)
-        for name, value, allowed in [("query_source", query_source, QUERY_SOURCES), ("score", score, SCORES),
-                                     ("fusion", fusion, FUSIONS), ("heads", heads, HEADS),
-                                     ("select", select, SELECT), ("topc_align", topc_align, TOPC_ALIGN)]:
-            _choice(name, value, allowed)
-        if budget > window:
-            raise ConfigError(f"participative_compression: budget {budget} exceeds the window {window}")
-        if budget < self.sink + recent:
+    def __post_init__(self):
+        if self.sink is not None and self.sink_ratio is not None:
+            self.sink = None  # a ratio given explicitly wins over the default sink size
+        super().__post_init__()
+        for name, allowed in [("query_source", QUERY_SOURCES), ("score", SCORES), ("fusion", FUSIONS),
+                              ("heads", HEADS), ("select", SELECT), ("topc_align", TOPC_ALIGN)]:
+            _choice(name, getattr(self, name), allowed)
+        if self.budget > self.window:
+            raise ConfigError(f"participative_compression: budget {self.budget} exceeds the window {self.window}")
+        if self.budget < self.sink + self.recent:
             raise ConfigError(
-                f"participative_compression: budget {budget} < sink {self.sink} + recent {recent}; "
+                f"participative_compression: budget {self.budget} < sink {self.sink} + recent {self.recent}; "
                 "the budget must hold the sink and the recent frames"
             )
-        if reuse_cap is not None and reuse_cap < 1:
-            raise ConfigError(f"participative_compression: reuse_cap must be >= 1 or None, got {reuse_cap}")
-        if pool < 1 or pool % 2 == 0:
-            raise ConfigError(f"participative_compression: pool must be a positive odd kernel size, got {pool}")
-        self.budget, self.recent = budget, recent
-        self.query_source, self.score, self.fusion, self.heads = query_source, score, fusion, heads
-        self.select, self.reuse_cap, self.topc_align, self.pool, self.seed = select, reuse_cap, topc_align, pool, seed
+        if self.reuse_cap is not None and self.reuse_cap < 1:
+            raise ConfigError(f"participative_compression: reuse_cap must be >= 1 or None, got {self.reuse_cap}")
+        if self.pool < 1 or self.pool % 2 == 0:
+            raise ConfigError(f"participative_compression: pool must be a positive odd kernel size, got {self.pool}")
+
+    @classmethod
+    def with_knob(cls, settings: dict[str, Any], knob: str, value: Any) -> tuple[str, dict[str, Any]]:
+        if knob != "compression":
+            return super().with_knob(settings, knob, value)
+        if value == "none":  # Deep Sink alone: keep its settings
+            return DeepSink.name, {k: v for k, v in settings.items() if k in {f.name for f in fields(DeepSink)}}
+        if value not in COMPRESSION:
+            raise ConfigError(f"compression={value!r}: choose one of none, {', '.join(COMPRESSION)}")
+        return cls.name, {**settings, "select": COMPRESSION[value]}
 
     @property
     def top_c(self) -> int:

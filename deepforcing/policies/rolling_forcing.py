@@ -34,11 +34,13 @@ every chunk always sits at level ``w - c``. For ``n >= W`` chunks both agree.
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 
 import torch
 
 from deepforcing.cache import ANCHOR, Geometry, KVCache, LayerKV
 from deepforcing.errors import ConfigError
+from deepforcing.policies import Preset, register
 from deepforcing.policies.base import CachePolicy, Context, FrameSpan, Phase, Step, check_room, evict_oldest
 from deepforcing.scheduler import FlowMatch
 
@@ -52,22 +54,34 @@ def _distinct(frames: torch.Tensor) -> torch.Tensor:
     return frames[first]
 
 
+@register
+@dataclass(eq=False)
 class RollingForcingAnchor(CachePolicy):
     name = "rolling_forcing"
+    needs = "rolling"
+    presets = {"rolling_forcing": Preset(
+        dict(anchor=3, max_attention=21, capacity=24, commit_anchor_quirk=True, window_noise_quirk=True),
+        "Rolling Forcing (TencentARC/RollingForcing a1477d0): 3-frame anchor re-indexed before the working frames, "
+        "24-frame cache, 21-frame attention, reference quirks on; its joint rolling window: 5 chunks denoised "
+        "together at staggered levels, steps 1000/800/600/400/200",
+        rollout=dict(steps=[1000, 800, 600, 400, 200]))}
+    anchor: int = 3
+    max_attention: int = 21
+    capacity: int = 24
+    commit_anchor_quirk: bool = True
+    window_noise_quirk: bool = True
 
-    def __init__(self, anchor: int = 3, max_attention: int = 21, capacity: int = 24,
-                 commit_anchor_quirk: bool = True, window_noise_quirk: bool = True):
-        super().__init__()
-        if capacity <= 0 or max_attention <= 0:
+    def __post_init__(self):
+        super().__post_init__()
+        if self.capacity <= 0 or self.max_attention <= 0:
             raise ConfigError(f"{self.name}: capacity and max_attention must be positive, "
-                              f"got capacity={capacity}, max_attention={max_attention}")
-        if not 0 <= anchor < capacity:
-            raise ConfigError(f"{self.name}: need 0 <= anchor < capacity, got anchor={anchor}, capacity={capacity}")
-        if anchor >= max_attention:
-            raise ConfigError(f"{self.name}: the anchor ({anchor} frames) leaves no room in "
-                              f"max_attention={max_attention}")
-        self.anchor, self.max_attention, self.capacity = anchor, max_attention, capacity
-        self.commit_anchor_quirk, self.window_noise_quirk = commit_anchor_quirk, window_noise_quirk
+                              f"got capacity={self.capacity}, max_attention={self.max_attention}")
+        if not 0 <= self.anchor < self.capacity:
+            raise ConfigError(f"{self.name}: need 0 <= anchor < capacity, got anchor={self.anchor}, "
+                              f"capacity={self.capacity}")
+        if self.anchor >= self.max_attention:
+            raise ConfigError(f"{self.name}: the anchor ({self.anchor} frames) leaves no room in "
+                              f"max_attention={self.max_attention}")
         self._layout: dict = {}
 
     # --- configuration ---------------------------------------------------------------------

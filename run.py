@@ -52,14 +52,20 @@ def method_schema(name: str) -> type:
 
 
 def register_methods() -> None:
-    """``method=`` choices: every registered preset (ours and plug-ins'), generated from the catalogue."""
+    """``method=`` and ``compression=`` choices: every registered preset and Participative Compression
+    scorer (ours and plug-ins'), generated from the catalogue."""
     from hydra.core.config_store import ConfigStore
 
     from deepforcing.policies import preset_names
+    from deepforcing.policies.pc_scorers import SCORERS
 
     cs = ConfigStore.instance()
     for name in preset_names():
         cs.store(group="method", name=name, node=method_schema(name))
+    # compression=<scorer>: Participative Compression ranked by that scorer; none: Deep Sink alone;
+    # preset (the default): the method's own
+    for name, value in [("preset", None), ("none", "none"), *((n, n) for n in sorted(SCORERS))]:
+        cs.store(group="compression", name=name, node={"compression_policy": value}, package="_global_")
 
 
 register_methods()

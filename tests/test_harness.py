@@ -54,7 +54,7 @@ def test_every_knob_reaches_the_policy_of_every_preset_that_uses_it(preset, knob
 
 
 @pytest.mark.parametrize("compression, policy, select", [
-    ("none", "deep_sink", None), ("participative", "participative_compression", "attention"),
+    ("none", "deep_sink", None), ("participative", "participative_compression", "participative"),
     ("random", "participative_compression", "random"), ("snapkv", "participative_compression", "snapkv"),
 ])
 def test_compression_knob(compression, policy, select):

@@ -43,6 +43,19 @@ class StrideSink(SinkWindowPolicy):
 
     def begin_chunk(self, cache, span: FrameSpan) -> None:
         evict_oldest(cache, span, self.window, protected=self.sink)
+
+
+from deepforcing.policies.pc_scorers import CandidateScorer, register_scorer
+
+
+@register_scorer
+class Oldest(CandidateScorer):
+    """Participative Compression keeping the oldest candidates."""
+    name = "oldest"
+
+    def score(self, pc, layer, kv, step, cand, keys, per_head):
+        s = -cand.float()
+        return s.expand(pc.geom.num_heads, -1) if per_head else s
 '''
 
 
@@ -91,3 +104,23 @@ def test_a_wrong_plugin_setting_fails_before_anything_loads(plugin, tmp_path, ov
     r = cli(["method=stride_sink", override], out, plugin)
     assert r.returncode != 0 and msg in r.stderr + r.stdout
     assert not [p for p in out.rglob("*") if p.is_file() and ".hydra" not in p.parts]
+
+
+def test_a_plugin_compression_scorer_is_a_compression_choice(plugin, tmp_path):
+    import json
+
+    out = tmp_path / "results"
+    r = subprocess.run([sys.executable, str(ROOT / "run.py"), "method=deep_sink", "compression=oldest",
+                        "num_frames=27", "logger=none", f"out_dir={out}"], capture_output=True, text=True,
+                       env=plugin, cwd=ROOT, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    (point,) = out.glob("default/*/point.json")
+    policy = json.loads(point.read_text())["config"]["policy"]
+    assert policy["policy"] == "participative_compression" and policy["select"] == "oldest"
+    rec = json.loads(next(out.glob("default/*/videos/*.json")).read_text())
+    chosen = [d["topc"] for d in rec["diagnostics"] if d.get("topc")]
+    assert chosen  # it compressed, keeping the oldest candidates: the first Top-C slots after the sink
+    first = chosen[0]
+    tpf = rec["diagnostics"][0]["cache_tokens"] // int(rec["diagnostics"][0]["cache_frames"])
+    sink_tokens = policy["sink"] * tpf
+    assert first["augmented_index"] == list(range(sink_tokens, sink_tokens + len(first["augmented_index"])))

@@ -18,7 +18,8 @@ Options:
   clean commit-pass queries);
 - ``score``: ``dot`` (raw rotated q.k logits) or ``softmax`` (attention probabilities normalised over
   all keys the queries see); ``fusion`` over queries: ``sum`` or ``max``;
-- ``select`` (what ranks the candidates): ``attention`` (the above), ``random`` (scores drawn from
+- ``select`` (what ranks the candidates, :mod:`deepforcing.policies.pc_scorers`; the ``compression``
+  sweep knob names the same): ``participative`` (the above), ``random`` (scores drawn from
   N(0, 1), paper App. D), ``recency`` (the newest candidates), ``h2o`` (attention mass accumulated over
   every forward since the token was written), ``snapkv`` (observation-window softmax scores,
   max-pooled over neighbouring tokens with kernel ``pool``);
@@ -33,29 +34,23 @@ sink moves to ``[P - N, P - N + S)`` at every compression.
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, fields
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 
-from deepforcing.attention import key_importance
 from deepforcing.cache import COMPRESSED, SINK, Geometry, KVCache, LayerKV
 from deepforcing.errors import ConfigError
 from deepforcing.policies import Preset, register
 from deepforcing.policies.base import Context, FrameSpan, Step
 from deepforcing.policies.deep_sink import DeepSink
+from deepforcing.policies.pc_scorers import scorer
 
 QUERY_SOURCES = ("both", "denoise", "past")
 SCORES = ("dot", "softmax")
 FUSIONS = ("sum", "max")
 HEADS = ("shared", "per_head")
-SELECT = ("attention", "random", "recency", "h2o", "snapkv")
 TOPC_ALIGN = ("none", "compact")
-#: The ``compression`` sweep knob: what ranks the candidates (``none``: plain Deep Sink).
-COMPRESSION = {"participative": "attention", "random": "random", "recency": "recency", "h2o": "h2o",
-               "snapkv": "snapkv"}
 PAPER_PC = dict(window=21, sink=10, budget=16, recent=4, align="paper", topc_align="compact",
                 query_source="both", score="dot", fusion="sum", heads="shared")
 
@@ -93,7 +88,7 @@ class ParticipativeCompression(DeepSink):
     score: str = "dot"
     fusion: str = "sum"
     heads: str = "shared"
-    select: str = "attention"
+    select: str = "participative"  # the candidate scorer (deepforcing.policies.pc_scorers); = compression knob
     reuse_cap: int | None = None
     topc_align: str = "none"
     pool: int = 7
@@ -104,8 +99,9 @@ class ParticipativeCompression(DeepSink):
             self.sink = None  # a ratio given explicitly wins over the default sink size
         super().__post_init__()
         for name, allowed in [("query_source", QUERY_SOURCES), ("score", SCORES), ("fusion", FUSIONS),
-                              ("heads", HEADS), ("select", SELECT), ("topc_align", TOPC_ALIGN)]:
+                              ("heads", HEADS), ("topc_align", TOPC_ALIGN)]:
             _choice(name, getattr(self, name), allowed)
+        self._scorer = scorer(self.select)
         if self.budget > self.window:
             raise ConfigError(f"participative_compression: budget {self.budget} exceeds the window {self.window}")
         if self.budget < self.sink + self.recent:
@@ -124,9 +120,8 @@ class ParticipativeCompression(DeepSink):
             return super().with_knob(settings, knob, value)
         if value == "none":  # Deep Sink alone: keep its settings
             return DeepSink.name, {k: v for k, v in settings.items() if k in {f.name for f in fields(DeepSink)}}
-        if value not in COMPRESSION:
-            raise ConfigError(f"compression={value!r}: choose one of none, {', '.join(COMPRESSION)}")
-        return cls.name, {**settings, "select": COMPRESSION[value]}
+        scorer(value)  # unknown names fail here, listing the scorers
+        return cls.name, {**settings, "select": value}
 
     @property
     def top_c(self) -> int:
@@ -166,15 +161,18 @@ class ParticipativeCompression(DeepSink):
         q = step.q if prev is None else torch.cat([prev, step.q], dim=1)
         self.queries[layer] = q[:, -keep:]
 
-    def _scoring_queries(self, layer: int, step: Step) -> torch.Tensor:
+    def key_positions(self, layer: int, kv: LayerKV, step: Step) -> torch.Tensor | None:
+        """Temporal positions the cached keys hold right now (Deep Sink's alignment)."""
+        return super().context(layer, kv, step).k_time
+
+    def scoring_queries(self, layer: int, step: Step) -> torch.Tensor:
         if self.query_source == "denoise":
             return step.q
         return self.queries[layer]
 
     def context(self, layer: int, kv: LayerKV, step: Step) -> Context:
         self._remember_queries(layer, step)
-        if self.select == "h2o":
-            self._accumulate(layer, kv, step)
+        self._scorer.observe(self, layer, kv, step)
         if step.phase.first_step and self.compress_now:
             self._compress(layer, kv, step)
         ctx = super().context(layer, kv, step)
@@ -202,43 +200,6 @@ class ParticipativeCompression(DeepSink):
         return t
 
     # --- compression -----------------------------------------------------------------------
-    def _accumulate(self, layer: int, kv: LayerKV, step: Step) -> None:
-        """H2O: add the attention mass the current queries give every cached token."""
-        acc = kv.register_aux("h2o", torch.float32, device=kv.k_raw.device)
-        if kv.n == 0:
-            return
-        keys = kv.rotated(None, super().context(layer, kv, step).k_time)
-        own = kv.k_rot[:, kv.staged()]
-        mass = key_importance(step.q, keys, mode="softmax", extra_keys=own)
-        acc[: kv.n] += mass.sum(0)
-
-    def _scores(self, layer: int, kv: LayerKV, step: Step, cand: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
-        """Candidate scores, ``[len(cand)]`` or ``[H, len(cand)]`` for per-head selection."""
-        heads = "none" if self.heads == "per_head" else "sum"
-        if self.select == "random":
-            digest = hashlib.sha256(f"{self.seed}:{self.span.start}:{layer}".encode()).digest()
-            gen = torch.Generator().manual_seed(int.from_bytes(digest[:8], "little") & (2**63 - 1))
-            shape = (self.geom.num_heads, len(cand)) if heads == "none" else (len(cand),)
-            return torch.randn(shape, generator=gen)
-        if self.select == "recency":
-            s = cand.float()
-            return s.expand(self.geom.num_heads, -1) if heads == "none" else s
-        if self.select == "h2o":
-            s = kv.aux["h2o"][cand.to(kv.aux["h2o"].device)].float().cpu()
-            return s.expand(self.geom.num_heads, -1) if heads == "none" else s
-        q = self._scoring_queries(layer, step)
-        cd = cand.to(keys.device)
-        mask = torch.ones(keys.shape[1], dtype=torch.bool, device=keys.device)
-        mask[cd] = False
-        score = "softmax" if self.select == "snapkv" else self.score
-        s = key_importance(q, keys.index_select(1, cd), mode=score, fuse=self.fusion, heads=heads,
-                           extra_keys=keys[:, mask] if score == "softmax" else None)
-        s = s.sum(0)  # over the batch: one decision per layer
-        if self.select == "snapkv":
-            s = F.max_pool1d(s.reshape(-1, 1, s.shape[-1]), self.pool, stride=1, padding=self.pool // 2)
-            s = s.reshape(-1, len(cand)) if heads == "none" else s.reshape(len(cand))
-        return s.float().cpu()
-
     def _compress(self, layer: int, kv: LayerKV, step: Step) -> None:
         tpf = self.geom.tokens_per_frame
         n, pending = kv.n, kv.pending
@@ -252,12 +213,10 @@ class ParticipativeCompression(DeepSink):
             reuse = kv.register_aux("reuse")
             cand = cand[reuse[cand] < self.reuse_cap]
         c_tokens = min(self.top_c * tpf, len(cand))
-        if self.select in ("attention", "snapkv"):
-            t_now = super().context(layer, kv, step).k_time  # positions the keys hold right now
-            keys = torch.cat([kv.rotated(None, t_now), kv.k_rot[:, kv.staged()]], dim=1)
-        else:
-            keys = None
-        scores = self._scores(layer, kv, step, cand, keys)
+        keys = None
+        if self._scorer.uses_keys:  # the cached keys at the positions they hold now, then the staged ones
+            keys = torch.cat([kv.rotated(None, self.key_positions(layer, kv, step)), kv.k_rot[:, kv.staged()]], dim=1)
+        scores = self._scorer.score(self, layer, kv, step, cand, keys, per_head=self.heads == "per_head")
         if self.heads == "per_head":
             per_head = torch.topk(scores, c_tokens, dim=-1).indices  # [H, C]
             chosen = torch.zeros(len(cand), dtype=torch.bool)

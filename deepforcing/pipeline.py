@@ -230,15 +230,19 @@ def generate_video(
     encoder = runtime.text_encoder(spec, text_cache)
     ctx = encoder.encode([prompt]).to(engine.model.device)
     text = engine.model.text_state(ctx)
-    decoder = runtime.vae(spec).stream(output="uint8")
+    vae = runtime.vae(spec)
+    decoder = vae.stream(output="uint8")
     scorer = runtime.scorer(point.metrics, point.segment_seconds, point.clips) if point.metrics else None
-    from deepforcing.metrics.scorer import StreamingScorer
-
-    stream = StreamingScorer(scorer, point.fps, prompt=prompt, layout="TCHW", name=name) if scorer else None
     policy = point.build_policy()
     rollout = point.rollout
     if rollout.latent_hw is None:  # the preset's video size, whatever the checkpoint's config says
         rollout = replace(rollout, latent_hw=preset(spec.config).latent_hw)
+    from deepforcing.metrics.scorer import StreamingScorer
+    from deepforcing.vae import pixel_frames
+
+    # the video's length is known in advance, so the scorer keeps only the frames of clips still to score
+    stream = StreamingScorer(scorer, point.fps, prompt=prompt, layout="TCHW", name=name,
+                             num_frames=pixel_frames(rollout.num_frames, vae.stride[0])) if scorer else None
     chunks: list[dict] = []
     tic = time.perf_counter()
     from tqdm.auto import tqdm

@@ -260,7 +260,7 @@ def generate_video(
             if on_chunk is not None:
                 on_chunk(event)
 
-        engine.generate(text, policy, rollout, callback=callback)
+        engine.generate(text, policy, rollout, callback=callback, keep_latents=False)  # chunks go to the callback
     bar.close()
     seconds = time.perf_counter() - tic
     result = stream.finalize() if stream is not None else None

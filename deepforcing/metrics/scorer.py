@@ -436,7 +436,7 @@ class StreamingScorer:
         n = self.ctx.num_frames
         if self.expected is not None and n > self.expected:
             raise ConfigError(f"{self.name}: {n} frames pushed, but num_frames={self.expected} were announced.")
-        if self.bounded:
+        if self.bounded and n:
             if not self.plans:
                 self._make_plans()
             self._advance()

@@ -50,6 +50,7 @@ def stream(sc: Scorer, frames, fps: float, prompt: str | None = None, sizes=SIZE
     seen = []
     st = StreamingScorer(sc, fps, prompt=prompt, on_segment=seen.append, name="v",
                          num_frames=len(frames) if num_frames == -1 else num_frames)
+    st.push(frames[:0])  # an empty chunk is allowed, also first
     held = cached = 0
     emitted_at = []
     a, k = 0, 0

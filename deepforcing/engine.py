@@ -119,6 +119,42 @@ class NoiseSource:
         return self._derived(chunk, step + 1)
 
 
+class LatentStore:
+    """The rollout's clean latents ``[B, F, C, H, W]``, written and read by frame index.
+
+    ``keep=None`` holds the whole video (``full``). Otherwise only the last ``keep`` frames before the latest
+    write stay readable (what a prompt switch re-caches), in a buffer of ``2 * (keep + max_write)`` frames,
+    so a long rollout whose chunks are consumed by a callback does not grow with the video.
+    """
+
+    def __init__(self, shape: tuple[int, ...], dtype: torch.dtype, device: torch.device, keep: int | None = None,
+                 max_write: int = 0):
+        b, f, *rest = shape
+        self.keep = keep
+        cap = f if keep is None else min(f, 2 * (keep + max_write))
+        self.buf = torch.empty((b, cap, *rest), dtype=dtype, device=device)
+        self.offset = 0  # frame index of buf[:, 0]
+
+    def write(self, first: int, x: torch.Tensor) -> None:
+        stop = first + x.shape[1]
+        if stop - self.offset > self.buf.shape[1]:  # bounded store: move the readable tail to the front
+            lo = max(self.offset, first - self.keep)
+            tail = self.buf[:, lo - self.offset : first - self.offset].clone()
+            self.buf[:, : tail.shape[1]] = tail
+            self.offset = lo
+        self.buf[:, first - self.offset : stop - self.offset] = x
+
+    def read(self, first: int, stop: int) -> torch.Tensor:
+        if first < self.offset:
+            raise ValueError(f"latent frames [{first}, {stop}) are no longer held (held from frame {self.offset})")
+        return self.buf[:, first - self.offset : stop - self.offset]
+
+    @property
+    def full(self) -> torch.Tensor | None:
+        """Every latent of the video (None when only a tail is kept)."""
+        return self.buf if self.keep is None else None
+
+
 @dataclass
 class ForwardRecord:
     """One model call of the rollout (for tests and debugging)."""
@@ -237,8 +273,12 @@ class Engine:
         rc: RolloutConfig,
         callback: Callable[[ChunkEvent], None] | None = None,
         trace: Callable[[ForwardRecord], None] | None = None,
-    ) -> torch.Tensor:
-        """Generate ``rc.num_frames`` latent frames ``[B, F, C, H, W]`` for one prompt (or a schedule)."""
+        keep_latents: bool = True,
+    ) -> torch.Tensor | None:
+        """Generate ``rc.num_frames`` latent frames ``[B, F, C, H, W]`` for one prompt (or a schedule).
+
+        ``keep_latents=False``: return None and hold only the latents a prompt switch may re-cache, not the
+        whole video (each chunk still reaches ``callback``); memory then does not grow with the rollout."""
         geom = self.geometry(rc)
         schedule = text if isinstance(text, PromptSchedule) else PromptSchedule([(0, text)])
         schedule.validate(rc.num_frames)
@@ -251,8 +291,10 @@ class Engine:
         shape = (rc.batch, rc.num_frames, self.cfg.in_dim, h, w)
         noise = NoiseSource(rc.rng, rc.seed, shape, rc.chunk_frames, self.model.dtype, self.model.device)
         cache = self._kv_cache(geom, policy, rollout.span_frames, rc.batch)
-        out = torch.empty(shape, dtype=self.model.dtype, device=self.model.device)
-        return rollout.run(schedule, cache, noise, out, callback, trace)
+        keep = None if keep_latents else policy.max_recache_frames(geom)
+        out = LatentStore(shape, self.model.dtype, self.model.device, keep, rollout.span_frames)
+        rollout.run(schedule, cache, noise, out, callback, trace)
+        return out.full
 
 
 class PromptSchedule:
@@ -290,8 +332,8 @@ class BlockRollout:
             self.trace(ForwardRecord(span, phase, x, per_frame(t, x), flow))
         return flow
 
-    def run(self, schedule: PromptSchedule, cache: KVCache, noise: NoiseSource, out: torch.Tensor,
-            callback, trace) -> torch.Tensor:
+    def run(self, schedule: PromptSchedule, cache: KVCache, noise: NoiseSource, out: LatentStore,
+            callback, trace) -> None:
         self.cache, self.trace = cache, trace
         rc, policy, sched, steps = self.rc, self.policy, self.sched, self.steps
         segment = 0
@@ -310,23 +352,22 @@ class BlockRollout:
                 if i + 1 < len(steps):
                     x = sched.add_noise(x0, noise.step(c, i), per_frame(steps[i + 1], x))
             self.call(x0, rc.context_noise, text, span, Phase("commit", 0, rc.context_noise))
-            out[:, span.start : span.stop] = x0
+            out.write(span.start, x0)
             policy.end_chunk(cache, span)
             if callback is not None:
                 callback(ChunkEvent(c, self.geom.num_chunks, span, x0, time.perf_counter() - tic,
                                     policy.log[-1] if policy.log else {}))
-        return out
 
-    def _switch(self, span: FrameSpan, text: TextState, out: torch.Tensor) -> PromptSwitch:
+    def _switch(self, span: FrameSpan, text: TextState, out: LatentStore) -> PromptSwitch:
         def recache(first: int, count: int) -> None:
             if count <= 0:
                 return
             if not (0 <= first and first + count <= span.start):
                 raise ValueError(f"re-cache frames [{first}, {first + count}) are not all generated yet")
             t = self.rc.context_noise
-            self.call(out[:, first : first + count], t, text, FrameSpan(first, count), Phase("recache", 0, t))
+            self.call(out.read(first, first + count), t, text, FrameSpan(first, count), Phase("recache", 0, t))
 
-        return PromptSwitch(self.cache, span, text, out[:, : span.start], recache)
+        return PromptSwitch(self.cache, span, text, out.read(out.offset, span.start), recache)
 
 
 ROLLOUTS = Registry("rollout")

@@ -252,13 +252,17 @@ class _Sink:
     """Where decoded chunks go: the mp4 (optional) and the streaming scorer (optional)."""
 
     def __init__(self, runtime: Runtime, point: PointConfig, prompt: str, name: str, mp4: Path | None,
-                 dims: tuple[str, ...]):
+                 dims: tuple[str, ...], latent_frames: int):
         from deepforcing.metrics.scorer import StreamingScorer
+        from deepforcing.vae import pixel_frames
 
-        self.decoder = runtime.vae(point.model).stream(output="uint8")
+        vae = runtime.vae(point.model)
+        self.decoder = vae.stream(output="uint8")
         self.writer = VideoWriter(mp4, fps=point.fps, crf=point.crf) if mp4 is not None else None
         scorer = runtime.scorer(dims, point.segment_seconds, point.clips) if dims else None
-        self.stream = StreamingScorer(scorer, point.fps, prompt=prompt, layout="TCHW", name=name) if scorer else None
+        # the video's length is known in advance, so the scorer keeps only the frames of clips still to score
+        self.stream = StreamingScorer(scorer, point.fps, prompt=prompt, layout="TCHW", name=name,
+                                      num_frames=pixel_frames(latent_frames, vae.stride[0])) if scorer else None
         self.frames = 0
 
     def push(self, latents: torch.Tensor) -> None:
@@ -288,9 +292,9 @@ def generate_video(
     encoder = runtime.text_encoder(spec, text_cache)
     ctx = encoder.encode([prompt]).to(engine.model.device)
     text = engine.model.text_state(ctx)
-    sink = _Sink(runtime, point, prompt, name, video_path, point.metrics)
     policy = point.build_policy()
     rollout = _video_size(spec, point.rollout)
+    sink = _Sink(runtime, point, prompt, name, video_path, point.metrics, rollout.num_frames)
     chunks: list[dict] = []
     latents: list[torch.Tensor] = []
     tic = time.perf_counter()
@@ -309,7 +313,7 @@ def generate_video(
             if on_chunk is not None:
                 on_chunk(event)
 
-        engine.generate(text, policy, rollout, callback=callback)
+        engine.generate(text, policy, rollout, callback=callback, keep_latents=False)  # chunks go to the callback
         ok = True
     finally:
         bar.close()
@@ -332,7 +336,7 @@ def replay_video(runtime: Runtime, point: PointConfig, latents_path: Path, name:
     from deepforcing.store import load_latents
 
     lat, gen = load_latents(latents_path)
-    sink = _Sink(runtime, point, gen["prompt"], name, mp4, dims)
+    sink = _Sink(runtime, point, gen["prompt"], name, mp4, dims, len(lat))
     ok = False
     try:
         device = point.model.torch_device()

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from deepforcing.engine import Engine, RolloutConfig
+from deepforcing.engine import Engine, LatentStore, RolloutConfig
 from deepforcing.errors import ConfigError
 from deepforcing.model import MaskedAttention, Rope3D, TokenPositions
 from deepforcing.policies import build_policy
@@ -142,3 +142,30 @@ def test_rope_limit_and_backend_follow_each_rollout_on_a_reused_engine(tiny_mode
         eng.generate(tiny_text, build_policy("rolling_window", window=9), RolloutConfig(num_frames=15, rope_max_pos=10))
     with pytest.raises(ConfigError, match="unknown attention backend"):
         RolloutConfig(attn_backend="fast").validate()
+
+
+def test_latent_store_keeps_the_last_frames_only_when_told():
+    x = torch.arange(39.0).reshape(1, 39, 1, 1, 1)
+    whole = LatentStore((1, 39, 1, 1, 1), torch.float32, torch.device("cpu"))
+    tail = LatentStore((1, 39, 1, 1, 1), torch.float32, torch.device("cpu"), keep=5, max_write=3)
+    assert tail.buf.shape[1] == 16
+    for first in range(0, 39, 3):
+        for s in (whole, tail):
+            s.write(first, x[:, first : first + 3])
+        assert torch.equal(tail.read(max(0, first - 5), first + 3), x[:, max(0, first - 5) : first + 3])
+    assert torch.equal(whole.full, x) and tail.full is None
+    with pytest.raises(ValueError, match="no longer held"):
+        tail.read(20, 25)
+    tail.write(36, x[:, 36:39] * 0)  # a rewrite of recent frames (the rolling rollout's window) is allowed
+    assert torch.equal(tail.read(31, 39), torch.cat([x[:, 31:36], 0 * x[:, 36:39]], dim=1))
+
+
+def test_rolling_rollout_with_a_tail_of_latents_gives_the_same_chunks(tiny_model, tiny_text):
+    rc = RolloutConfig(num_frames=24, seed=4, rollout="rolling")
+    eng = Engine(tiny_model)
+    policy = build_policy("rolling_forcing", anchor=3, max_attention=15, capacity=18)
+    full = eng.generate(tiny_text, policy, rc)
+    chunks = []
+    assert eng.generate(tiny_text, policy, rc, callback=lambda ev: chunks.append(ev.latents.clone()),
+                        keep_latents=False) is None
+    assert torch.equal(torch.cat(chunks, dim=1), full)

@@ -303,3 +303,32 @@ def test_recache_of_frames_not_generated_yet_is_refused(small):
     sched = PromptSchedule([(0, texts[0]), (2 * CHUNK, texts[1])])
     with pytest.raises(ValueError, match="not all generated"):
         Engine(model).generate(sched, Ahead(), RolloutConfig(num_frames=4 * CHUNK, steps=(1000,)))
+
+
+def test_engine_holding_only_a_tail_of_latents_gives_the_same_video(small):
+    """keep_latents=False (long rollouts): the latent store holds about two windows, not the video, and
+    every re-cache after a prompt switch reads the same latents, so every chunk is the same."""
+    import deepforcing.engine as engine_mod
+
+    model, texts = small
+    switches = [9, 12, 30, 45, 151, 240]
+    sched = PromptSchedule([(0, texts[0])] + [(f, texts[1 + i]) for i, f in enumerate(switches)])
+    rc = RolloutConfig(num_frames=100 * CHUNK, steps=(1000, 500), seed=2)
+    eng = Engine(model)
+    full = eng.generate(sched, LongLive(S, W), rc)
+    stores, chunks = [], []
+    init = engine_mod.LatentStore.__init__
+
+    def spy(self, *a, **k):
+        init(self, *a, **k)
+        stores.append(self)
+
+    mp = pytest.MonkeyPatch()
+    mp.setattr(engine_mod.LatentStore, "__init__", spy)
+    try:
+        assert eng.generate(sched, LongLive(S, W), rc, callback=lambda ev: chunks.append(ev.latents.clone()),
+                            keep_latents=False) is None
+    finally:
+        mp.undo()
+    assert torch.equal(torch.cat(chunks, dim=1), full)
+    assert stores[0].buf.shape[1] == 2 * (W + W) < full.shape[1]

@@ -49,3 +49,43 @@ def test_self_forcing_kind_end_to_end_on_tiny_real_files(tmp_path, tiny_model):
     # a second run of the same point is skipped
     again = run_point(point, runtime, tmp_path / "results", "e2e", progress=False)
     assert again["skipped"] and runtime.loads["backbone"] == 1
+
+
+def test_video_is_scored_while_streaming_with_one_clip_of_frames_held(tmp_path, monkeypatch):
+    """The record's metrics equal whole-video scoring of exactly the frames the mp4 writer received; the
+    scorer was told the length, so it held about one 2-s clip of frames (plus a chunk), not the video."""
+    import deepforcing.pipeline as pipeline
+    from deepforcing.metrics.scorer import StreamingScorer
+
+    written = []
+
+    class Capture(pipeline.VideoWriter):
+        def write(self, frames):
+            written.append(frames.clone())
+            super().write(frames)
+
+    held = []
+    push = StreamingScorer.push
+
+    def spy(self, frames):
+        out = push(self, frames)
+        held.append(self.ctx.num_frames - self.ctx.released)
+        return out
+
+    monkeypatch.setattr(pipeline, "VideoWriter", Capture)
+    monkeypatch.setattr(StreamingScorer, "push", spy)
+    point = PointConfig(model=ModelSpec(device="cpu"), prompts=("a cat",), rollout=RolloutConfig(num_frames=45))
+    runtime = Runtime()
+    rec = pipeline.generate_video(runtime, point, "a cat", tmp_path / "v.mp4", "v")
+    frames = torch.cat(written)
+    assert rec["frames"] == len(frames) == 4 * 45 - 3 and rec["metrics"]["num_frames"] == len(frames)
+    offline = runtime.scorer(point.metrics, point.segment_seconds, point.clips).score_frames(
+        frames, point.fps, prompt="a cat", name="v").to_dict()
+    for d in (offline, rec["metrics"]):
+        d.pop("decode_seconds")
+        for dim in d["dimensions"].values():
+            dim.pop("seconds")
+    dim = rec["metrics"]["dimensions"]["temporal_flickering"]
+    assert dim["error"] is None and len(dim["segments"]) == 3 and dim["drift"]["vde"] is not None
+    assert rec["metrics"] == offline
+    assert max(held) <= 32 + 12 - 1  # 2-s clips at 16 fps, 12-frame chunks

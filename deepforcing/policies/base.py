@@ -103,7 +103,7 @@ class PromptSwitch:
     cache: KVCache
     span: FrameSpan  # the first chunk generated with the new prompt
     text: Any  # the new prompt's TextState
-    history: torch.Tensor  # clean latents generated so far [B, span.start, C, H, W]
+    history: torch.Tensor  # clean latents generated so far [B, F, C, H, W] (the last ones if the engine keeps a tail)
     recache: Any  # recache(first_frame, num_frames): one re-cache forward over history frames
 
 

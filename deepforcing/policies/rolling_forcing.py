@@ -217,7 +217,7 @@ class RollingForcingRollout:
         b, _, *rest = window_shape
         return torch.randn((b, cf, *rest), generator=noise.gen, dtype=noise.dtype, device=noise.device)
 
-    def run(self, schedule, cache: KVCache, noise, out: torch.Tensor, callback, trace) -> torch.Tensor:
+    def run(self, schedule, cache: KVCache, noise, out, callback, trace) -> None:
         from deepforcing.engine import ChunkEvent, per_frame
 
         if len(schedule.segments) != 1:
@@ -240,7 +240,7 @@ class RollingForcingRollout:
             t = t[None].expand(x.shape[0], -1)
             flow = self.call(x, t, text, span, Phase("denoise", 0, steps[levels[-1]]))
             x0 = sched.flow_to_x0(flow, x, t)
-            out[:, span.start : span.stop] = x0
+            out.write(span.start, x0)
             for pos, (c, a) in enumerate(zip(chunks, levels, strict=True)):
                 if a == last_level:
                     continue
@@ -255,4 +255,3 @@ class RollingForcingRollout:
                     callback(ChunkEvent(first, self.geom.num_chunks, oldest, clean, time.perf_counter() - tic,
                                         policy.log[-1] if policy.log else {}))
                 tic = time.perf_counter()
-        return out

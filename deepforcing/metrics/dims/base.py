@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from collections.abc import Iterable
 from pathlib import Path
 from typing import ClassVar
@@ -21,46 +22,103 @@ class VideoContext:
 
     Per-frame features are cached by frame index, so a frame is encoded once however many clips,
     segments and drift windows contain it. Frames may be appended (streaming); cached entries stay valid.
+
+    Frames are addressed by their index in the whole video (``frame``, ``take``). A streaming scorer
+    releases what no clip still to be scored needs (``release``): frames before an index, and the cache
+    entries that involve them. Every per-frame cache is a dict keyed by a frame index or by a tuple of frame
+    indices (a pair of frames, ViCLIP's 8 frames); an entry goes when its first index is released, unless
+    that index is pinned (``pinned``: features kept for the end of the video, e.g. slow-fast's first frames).
     """
 
     def __init__(self, frames: torch.Tensor, fps: float, prompt: str | None = None, path: str = "<memory>"):
-        self._chunks: list[torch.Tensor] = [frames] if frames is not None and len(frames) else []
+        self._chunks: list[torch.Tensor] = []
+        self._starts: list[int] = []  # index of each chunk's first frame in the video
+        self._total = 0
+        self._shape: tuple[int, ...] | None = None
         self._frames: torch.Tensor | None = None
+        self.released = 0  # frames before this index are gone
+        self.pinned: set[int] = set()
         self.fps = float(fps)
         self.prompt = prompt
         self.path = path
         self.cache: dict = {}
+        if frames is not None and len(frames):
+            self.append(frames)
 
     def append(self, frames: torch.Tensor) -> None:
-        if self._chunks and frames.shape[1:] != self._chunks[0].shape[1:]:
+        if self._shape is not None and tuple(frames.shape[1:]) != self._shape:
             raise MetricInputError(
                 f"chunk frame size {tuple(frames.shape[1:])} differs from earlier chunks "
-                f"{tuple(self._chunks[0].shape[1:])}; every chunk of one video must have the same size."
+                f"{self._shape}; every chunk of one video must have the same size."
             )
+        if not len(frames):
+            return
+        self._shape = tuple(frames.shape[1:])
         self._chunks.append(frames)
+        self._starts.append(self._total)
+        self._total += int(frames.shape[0])
         self._frames = None
 
     @property
     def frames(self) -> torch.Tensor:
+        """All frames of the video as one tensor (only while none has been released)."""
+        if self.released:
+            raise RuntimeError(f"frames before {self.released} of {self.path} were released while streaming; "
+                               "the whole video is not in memory.")
         if self._frames is None:
             if not self._chunks:
                 raise MetricInputError("no frames")
             self._frames = self._chunks[0] if len(self._chunks) == 1 else torch.cat(self._chunks)
-            self._chunks = [self._frames]
+            self._chunks, self._starts = [self._frames], [0]
         return self._frames
 
     @property
     def num_frames(self) -> int:
-        return sum(int(c.shape[0]) for c in self._chunks)
+        """Frames of the video so far, released ones included."""
+        return self._total
 
     @property
     def hw(self) -> tuple[int, int]:
-        return int(self._chunks[0].shape[1]), int(self._chunks[0].shape[2])
+        if self._shape is None:
+            raise MetricInputError("no frames")
+        return int(self._shape[0]), int(self._shape[1])
+
+    def frame(self, i: int) -> torch.Tensor:
+        """Frame ``i`` of the video, uint8 [H,W,3]."""
+        if not self.released <= i < self._total:
+            raise IndexError(f"frame {i} is not held (held: {self.released}..{self._total - 1})")
+        k = bisect_right(self._starts, i) - 1
+        return self._chunks[k][i - self._starts[k]]
+
+    def take(self, idx: Iterable[int]) -> torch.Tensor:
+        """Frames ``idx`` (video indices) as uint8 [N,H,W,3]."""
+        return torch.stack([self.frame(i) for i in idx])
 
     def float_tchw(self, idx: Iterable[int]) -> torch.Tensor:
         """Frames ``idx`` as float32 [N,3,H,W] in 0..255, exactly what ``vbench.utils.load_video`` returns."""
-        idx = list(idx)
-        return self.frames[idx].permute(0, 3, 1, 2).float()
+        return self.take(idx).permute(0, 3, 1, 2).float()
+
+    def release(self, before: int) -> None:
+        """Drop frames before ``before`` (whole chunks) and the cache entries whose first frame is before it."""
+        before = min(before, self._total)
+        if before <= self.released:
+            return
+        while len(self._chunks) > 1 and self._starts[1] <= before:
+            self._chunks.pop(0)
+            self._starts.pop(0)
+        if self._chunks and self._starts[0] + int(self._chunks[0].shape[0]) <= before:
+            self._chunks, self._starts = [], []
+        self._frames = None
+        self.released = self._starts[0] if self._starts else self._total
+        for c in self.cache.values():
+            if isinstance(c, dict):
+                for k in [k for k in c if _released(k, before, self.pinned)]:
+                    del c[k]
+
+
+def _released(key, before: int, pinned: set[int]) -> bool:
+    first = min(key) if isinstance(key, tuple) and key else key
+    return isinstance(first, int) and first < before and first not in pinned
 
 
 class Metric:

@@ -53,10 +53,9 @@ class TemporalFlickering(Metric):
         pairs = {i for s in spans for i in range(s.start, s.end - 1)}
         todo = self._missing(ctx, "flicker_mae", pairs)
         cache = ctx.cache["flicker_mae"]
-        f = ctx.frames
         for i in todo:
-            a = f[i].float()
-            b = f[i + 1].float()
+            a = ctx.frame(i).float()
+            b = ctx.frame(i + 1).float()
             cache[i] = float((a - b).abs().mean(dtype=torch.float64))
         if self.static_filter:
             from .dynamic import raft_pairs

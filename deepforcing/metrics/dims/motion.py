@@ -47,10 +47,9 @@ class MotionSmoothness(Metric):
         h, w = ctx.hw
         scale = self._scale(h, w)
         padder = InputPadder((1, 3, h, w), int(16 / scale))
-        frames = ctx.frames
         for b in batched(todo, 4):
-            x0 = torch.cat([img2tensor(frames[i].numpy()) for i in b]).to(self.device)
-            x1 = torch.cat([img2tensor(frames[i + 2].numpy()) for i in b]).to(self.device)
+            x0 = torch.cat([img2tensor(ctx.frame(i).numpy()) for i in b]).to(self.device)
+            x1 = torch.cat([img2tensor(ctx.frame(i + 2).numpy()) for i in b]).to(self.device)
             x0, x1 = padder.pad(x0, x1)
             embt = self.vb.embt.expand(len(b), 1, 1, 1)
             with torch.no_grad():
@@ -58,7 +57,7 @@ class MotionSmoothness(Metric):
             pred = padder.unpad(pred.cpu())
             for k, i in enumerate(b):
                 img = tensor2img(pred[k : k + 1])
-                real = frames[i + 1].numpy()
+                real = ctx.frame(i + 1).numpy()
                 ctx.cache["amt"][i] = float(np.mean(np.abs(real.astype(np.int16) - img.astype(np.int16))))
 
     def score(self, ctx: VideoContext, span: Span) -> float:

@@ -43,7 +43,7 @@ class OverallConsistency(Metric):
             if idx in cache:
                 continue
             # vbench resizes the uint8 frames (read_frames_decord_by_fps), then divides by 255
-            x = tf(ctx.frames[list(idx)].permute(0, 3, 1, 2)).to(self.device)
+            x = tf(ctx.take(idx).permute(0, 3, 1, 2)).to(self.device)
             with torch.no_grad():
                 f = self.model.encode_vision(x.unsqueeze(0), test=True).float()
             cache[idx] = f / f.norm(dim=-1, keepdim=True)

@@ -1,17 +1,19 @@
-"""Block-autoregressive rollout of a causal Wan backbone under any KV-cache policy.
+"""The engine: a causal Wan backbone run under any KV-cache policy, one model call at a time.
 
-For every chunk of ``chunk_frames`` latent frames: the policy updates the cache, the chunk is
-denoised in a few steps (each step attends to the policy's context plus the chunk itself; nothing
-is stored), then one clean pass at ``context_noise`` writes the chunk's keys and values through the
-policy's ``commit``. Not storing noisy K/V equals Self-Forcing's overwrite-in-place, and the key
-order (cached slots, then the chunk) equals its buffer order.
+The loops that order the calls (Self-Forcing's chunk-wise loop, Rolling Forcing's joint window) are in
+:mod:`deepforcing.rollouts`. In every call the engine rotates and stages the forward's tokens, asks the
+policy for its context, attends, and commits through the policy in the clean pass. Not storing noisy
+K/V equals Self-Forcing's overwrite-in-place, and the key order (cached slots, then the chunk) equals
+its buffer order. The engine also owns the attention probe (:class:`AttentionProbe`): how much of the
+queries' attention lands on each cache region, sampled so that it costs little when on.
 """
 
 from __future__ import annotations
 
 import hashlib
-import time
-from collections.abc import Callable
+import math
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import torch
@@ -20,9 +22,7 @@ from deepforcing.attention import attend, key_importance, resolve_backend
 from deepforcing.cache import TAG_NAMES, Geometry, KVCache
 from deepforcing.errors import ConfigError
 from deepforcing.model import CausalWan, Rope3D, TextState, TokenPositions, sdpa
-from deepforcing.policies.base import CachePolicy, FrameSpan, Phase, PromptSwitch, Step
-from deepforcing.registry import Registry
-from deepforcing.scheduler import FlowMatch
+from deepforcing.policies.base import CachePolicy, FrameSpan, Phase, Step
 
 RNG_MODES = ("reference", "per_chunk")
 
@@ -46,6 +46,8 @@ class RolloutConfig:
 
     def loop_for(self, policy) -> str:
         """The rollout this config runs ``policy`` under; a policy that needs its own loop gets it."""
+        from deepforcing.rollouts import ROLLOUTS
+
         if policy.needs is not None and self.rollout not in (None, policy.needs):
             raise ConfigError(f"policy {policy.name} runs only under rollout={policy.needs!r}, not {self.rollout!r}; "
                               "leave rollout unset")
@@ -178,13 +180,56 @@ class ChunkEvent:
     diagnostics: dict = field(default_factory=dict)
 
 
+@dataclass
+class AttentionProbe:
+    """Share of the queries' attention (softmax, averaged over the sampled queries and all heads; a
+    per-head key mask is ignored) that lands on each cache region and on the forward's own tokens.
+
+    Measured in the clean commit pass of every ``every``-th chunk (0: never), in one layer (``layer``;
+    None: the middle one), over at most ``queries`` query tokens spread evenly over the chunk, so that
+    it costs little when on and nothing when off. Read from ``ChunkEvent.diagnostics["attention_mass"]``.
+    """
+
+    every: int = 4
+    queries: int = 256
+    layer: int | None = None
+    _armed: bool = False
+    _mass: dict | None = None
+
+    @contextmanager
+    def armed(self, chunk: int) -> Iterator[None]:
+        self._armed = self.every > 0 and chunk % self.every == 0
+        try:
+            yield
+        finally:
+            self._armed = False
+
+    def wants(self, layer: int, num_layers: int) -> bool:
+        return self._armed and layer == (num_layers // 2 if self.layer is None else self.layer)
+
+    def measure(self, kv, slots, q: torch.Tensor, keys: torch.Tensor) -> None:
+        stride = max(1, math.ceil(q.shape[1] / self.queries))
+        q = q[:, ::stride]
+        probs = key_importance(q, keys, mode="softmax").sum(0) / (q.shape[0] * q.shape[1] * q.shape[2])
+        n_read = kv.n if slots is None else len(slots)
+        tags = kv.tag[: kv.n] if slots is None else kv.tag[slots]
+        probs = probs.cpu()
+        mass = {name: float(probs[:n_read][tags == tag].sum()) for tag, name in TAG_NAMES.items()}
+        mass["own"] = float(probs[n_read:].sum())
+        self._mass = mass
+
+    def take(self) -> dict | None:
+        mass, self._mass = self._mass, None
+        return mass
+
+
 class CachedAttention:
     """Self-attention of one forward: rotates, stages the forward's tokens, asks the policy for its
     context, attends, and commits through the policy in the commit pass."""
 
     def __init__(self, engine: Engine, cache: KVCache, policy: CachePolicy, span: FrameSpan, phase: Phase):
         self.cache, self.policy, self.span, self.phase = cache, policy, span, phase
-        self.backend = engine.backend
+        self.backend, self.probe = engine.backend, engine.probe
         geom = cache.geom
         q_time = policy.query_positions(span, phase)
         self.q_time = span.ids() if q_time is None else q_time
@@ -209,31 +254,21 @@ class CachedAttention:
             out = sdpa(q, keys, values, ctx.mask.to(q.device)[None, :, None, :])
         else:
             out = attend(q, keys, values, self.backend)
-        if self.phase.is_commit and layer == self.policy.mass_layer:
-            self.policy.attention_mass = self._mass_by_region(kv, slots, ctx, q, keys)
+        if self.probe.wants(layer, len(self.cache.layers)):
+            self.probe.measure(kv, slots, q, keys)
         if self.phase.writes:
             self.policy.commit(layer, kv, step)
         kv.pending = 0
         return out
 
-    @staticmethod
-    def _mass_by_region(kv, slots, ctx, q, keys) -> dict[str, float]:
-        """Share of the queries' attention (softmax, averaged over queries and heads; a per-head key
-        mask is ignored) that lands on each cache region and on the forward's own tokens."""
-        probs = key_importance(q, keys, mode="softmax").sum(0) / (q.shape[0] * q.shape[1] * q.shape[2])
-        n_read = kv.n if slots is None else len(slots)
-        tags = kv.tag[: kv.n] if slots is None else kv.tag[slots]
-        probs = probs.cpu()
-        mass = {name: float(probs[:n_read][tags == tag].sum()) for tag, name in TAG_NAMES.items()}
-        mass["own"] = float(probs[n_read:].sum())
-        return mass
-
 
 class Engine:
     """Owns a backbone and runs rollouts; the policy is chosen per call."""
 
-    def __init__(self, model: CausalWan, rope_max_pos: int | None = None, attn_backend: str = "auto"):
+    def __init__(self, model: CausalWan, rope_max_pos: int | None = None, attn_backend: str = "auto",
+                 probe: AttentionProbe | None = None):
         self.model = model.eval()
+        self.probe = probe if probe is not None else AttentionProbe()
         self.cfg = model.cfg
         self.rope = Rope3D(self.cfg, max_pos=rope_max_pos)
         self.backend = resolve_backend(attn_backend, model.dtype, model.device)
@@ -285,6 +320,8 @@ class Engine:
         if rc.rope_max_pos != self.rope.max_pos:
             self.rope = Rope3D(self.cfg, max_pos=rc.rope_max_pos)
         self.backend = resolve_backend(rc.attn_backend, self.model.dtype, self.model.device)
+        from deepforcing.rollouts import ROLLOUTS
+
         rollout = ROLLOUTS.get(rc.loop_for(policy))(self, policy, rc, geom)
         policy.reset(geom)
         h, w = rc.latent_hw or self.cfg.latent_hw
@@ -315,61 +352,3 @@ class PromptSchedule:
         """(segment index, text) in force for a chunk starting at ``frame``."""
         idx = max(i for i, (s, _) in enumerate(self.segments) if s <= frame)
         return idx, self.segments[idx][1]
-
-
-class BlockRollout:
-    """Self-Forcing's chunk-wise rollout (also LongLive's and Deep Forcing's)."""
-
-    def __init__(self, engine: Engine, policy: CachePolicy, rc: RolloutConfig, geom: Geometry):
-        self.engine, self.policy, self.rc, self.geom = engine, policy, rc, geom
-        self.span_frames = max(rc.chunk_frames, policy.max_recache_frames(geom))
-        self.sched = FlowMatch(shift=rc.shift)
-        self.steps = self.sched.step_list(rc.steps, warp=rc.warp)
-
-    def call(self, x, t, text, span, phase):
-        flow = self.engine.forward(x, t, text, self.cache, self.policy, span, phase)
-        if self.trace is not None:
-            self.trace(ForwardRecord(span, phase, x, per_frame(t, x), flow))
-        return flow
-
-    def run(self, schedule: PromptSchedule, cache: KVCache, noise: NoiseSource, out: LatentStore,
-            callback, trace) -> None:
-        self.cache, self.trace = cache, trace
-        rc, policy, sched, steps = self.rc, self.policy, self.sched, self.steps
-        segment = 0
-        for c in range(self.geom.num_chunks):
-            tic = time.perf_counter()
-            span = FrameSpan(c * rc.chunk_frames, rc.chunk_frames)
-            seg, text = schedule.at(span.start)
-            if seg != segment:
-                segment = seg
-                policy.on_prompt_switch(self._switch(span, text, out))
-            policy.begin_chunk(cache, span)
-            x = noise.initial(c)
-            for i, t in enumerate(steps):
-                flow = self.call(x, t, text, span, Phase("denoise", i, t))
-                x0 = sched.flow_to_x0(flow, x, per_frame(t, x))
-                if i + 1 < len(steps):
-                    x = sched.add_noise(x0, noise.step(c, i), per_frame(steps[i + 1], x))
-            self.call(x0, rc.context_noise, text, span, Phase("commit", 0, rc.context_noise))
-            out.write(span.start, x0)
-            policy.end_chunk(cache, span)
-            if callback is not None:
-                callback(ChunkEvent(c, self.geom.num_chunks, span, x0, time.perf_counter() - tic,
-                                    policy.log[-1] if policy.log else {}))
-
-    def _switch(self, span: FrameSpan, text: TextState, out: LatentStore) -> PromptSwitch:
-        def recache(first: int, count: int) -> None:
-            if count <= 0:
-                return
-            if not (0 <= first and first + count <= span.start):
-                raise ValueError(f"re-cache frames [{first}, {first + count}) are not all generated yet")
-            t = self.rc.context_noise
-            self.call(out.read(first, first + count), t, text, FrameSpan(first, count), Phase("recache", 0, t))
-
-        return PromptSwitch(self.cache, span, text, out.read(out.offset, span.start), recache)
-
-
-ROLLOUTS = Registry("rollout")
-ROLLOUTS.register("block", "deepforcing.engine:BlockRollout")
-ROLLOUTS.register("rolling", "deepforcing.policies.rolling_forcing:RollingForcingRollout")

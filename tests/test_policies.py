@@ -235,14 +235,57 @@ def test_unknown_preset():
 
 @pytest.mark.parametrize("preset", ["deep_forcing", "streamingllm", "rolling_window"])
 def test_attention_mass_per_region_is_a_distribution(tiny_model, tiny_text, preset):
+    """Sampled by default: every 4th chunk (0, 4, 8), one layer, a subset of the queries."""
     _, events = rollout(tiny_model, tiny_text, build_preset(preset), 30)
-    for ev in events:
+    measured = [ev for ev in events if "attention_mass" in ev.diagnostics]
+    assert [ev.index for ev in measured] == [0, 4, 8]
+    for ev in measured:
         mass = ev.diagnostics["attention_mass"]
         assert abs(sum(mass.values()) - 1) < 1e-4 and min(mass.values()) >= 0
         if ev.span.start == 0:
             assert mass["own"] == pytest.approx(1.0)  # nothing cached yet
-    last = events[-1].diagnostics["attention_mass"]
+    last = measured[-1].diagnostics["attention_mass"]
     if preset != "rolling_window":
         assert last["sink"] > 0
     if preset == "deep_forcing":
         assert last["compressed"] > 0
+
+
+def test_attention_probe_off_costs_nothing_and_sampled_equals_full_on_all_queries(tiny_model, tiny_text):
+    """Off: no measurement and the same latents; with every query sampled the probe equals the mass
+    computed by hand from the softmax over the layer's keys (the queries and keys the forward used)."""
+    from deepforcing.engine import AttentionProbe
+
+    rc = RolloutConfig(num_frames=12, seed=1)
+    on = Engine(tiny_model, probe=AttentionProbe(every=1, queries=10**6))
+    off = Engine(tiny_model, probe=AttentionProbe(every=0))
+    ev_on, ev_off = [], []
+    a = on.generate(tiny_text, build_preset("self_forcing_sink", window=9), rc, callback=ev_on.append)
+    b = off.generate(tiny_text, build_preset("self_forcing_sink", window=9), rc, callback=ev_off.append)
+    assert torch.equal(a, b)
+    assert all("attention_mass" not in ev.diagnostics for ev in ev_off)
+    assert all("attention_mass" in ev.diagnostics for ev in ev_on)
+    # by hand, in the last chunk's commit pass of the probed layer: softmax over the keys it reads
+    import deepforcing.engine as engine_mod
+
+    layer = tiny_model.cfg.num_layers // 2
+    calls = []
+    orig = engine_mod.attend
+
+    def record(q, k, v, backend="sdpa"):
+        calls.append((q, k))
+        return orig(q, k, v, backend)
+
+    engine_mod.attend = record
+    try:
+        ev = []
+        on.generate(tiny_text, build_preset("self_forcing_sink", window=9), rc, callback=ev.append)
+    finally:
+        engine_mod.attend = orig
+    q, k = calls[-len(tiny_model.blocks) + layer]  # the last forward is the last chunk's commit pass
+    p = torch.softmax((q.transpose(1, 2) @ k.transpose(1, 2).transpose(-1, -2)) / q.shape[-1] ** 0.5, dim=-1)
+    per_key = p.mean(dim=(0, 1, 2))
+    cached = k.shape[1] - q.shape[1]
+    mass = ev[-1].diagnostics["attention_mass"]
+    assert mass["own"] == pytest.approx(float(per_key[cached:].sum()), abs=1e-5)
+    assert mass["sink"] + mass["recent"] == pytest.approx(float(per_key[:cached].sum()), abs=1e-5)

@@ -117,8 +117,6 @@ class CachePolicy:
     def __post_init__(self):
         self.geom: Geometry | None = None
         self.log: list[dict[str, Any]] = []
-        self.mass_layer: int | None = None
-        self.attention_mass: dict[str, float] = {}
 
     @classmethod
     def with_knob(cls, settings: dict[str, Any], knob: str, value: Any) -> tuple[str, dict[str, Any]]:
@@ -142,8 +140,6 @@ class CachePolicy:
         self.validate(geom)
         self.geom = geom
         self.log = []
-        self.mass_layer = geom.num_layers // 2  # the layer whose attention mass per region is sampled
-        self.attention_mass: dict[str, float] = {}
 
     # --- hooks -----------------------------------------------------------------------------
     def begin_chunk(self, cache: KVCache, span: FrameSpan) -> None:
@@ -178,7 +174,6 @@ class CachePolicy:
             "cache_frames": kv.n / tpf,
             "frames": kv.frames().tolist(),
             **{f"tokens_{name}": int((tags == tag).sum()) for tag, name in TAG_NAMES.items()},
-            "attention_mass": dict(self.attention_mass),  # sampled: layer mass_layer, commit pass
         }
 
     def describe(self) -> dict[str, Any]:

@@ -1,6 +1,7 @@
 """Rolling Forcing (TencentARC/RollingForcing): joint rolling-window denoising and a re-indexed anchor.
 
-**Rollout** (:class:`RollingForcingRollout`, registered as ``rollout="rolling"``). With ``W`` denoising
+**Rollout** (:class:`deepforcing.rollouts.RollingRollout`, ``rollout="rolling"``, which this policy
+``needs``). With ``W`` denoising
 steps the window holds ``W`` chunks at staggered noise levels: a chunk enters the window as fresh
 noise at ``steps[0]``, moves one level per window and leaves after ``steps[W-1]``. Window ``w`` covers
 chunks ``[max(0, w-W+1), min(n-1, w)]`` (``n + W - 1`` windows for ``n`` chunks); chunk ``c`` sits at
@@ -33,7 +34,6 @@ every chunk always sits at level ``w - c``. For ``n >= W`` chunks both agree.
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 
 import torch
@@ -41,8 +41,7 @@ import torch
 from deepforcing.cache import ANCHOR, Geometry, KVCache, LayerKV
 from deepforcing.errors import ConfigError
 from deepforcing.policies import Preset, register
-from deepforcing.policies.base import CachePolicy, Context, FrameSpan, Phase, Step, check_room, evict_oldest
-from deepforcing.scheduler import FlowMatch
+from deepforcing.policies.base import CachePolicy, Context, FrameSpan, Step, check_room, evict_oldest
 
 
 def _distinct(frames: torch.Tensor) -> torch.Tensor:
@@ -169,89 +168,3 @@ class RollingForcingAnchor(CachePolicy):
 
     def diagnostics(self, cache: KVCache, span: FrameSpan) -> dict:
         return {**super().diagnostics(cache, span), **{f"denoise_{k}": v for k, v in self._layout.items()}}
-
-
-class RollingForcingRollout:
-    """Rolling Forcing's joint rolling-window denoising (see the module docstring).
-
-    RNG: ``rng="per_chunk"`` draws chunk ``c``'s initial noise and its re-noising after level ``a``
-    from ``(seed, c, a + 1)``, independent of the window; ``rng="reference"`` replays the reference
-    order from one generator: the whole initial noise, then per window, oldest chunk first, one draw
-    per chunk that is not at its last level (of the window's shape when the policy's
-    ``window_noise_quirk`` is on, as in the reference; else of the chunk's shape).
-    """
-
-    def __init__(self, engine, policy: CachePolicy, rc, geom: Geometry):
-        self.engine, self.policy, self.rc, self.geom = engine, policy, rc, geom
-        self.sched = FlowMatch(shift=rc.shift)
-        self.steps = self.sched.step_list(rc.steps, warp=rc.warp)
-        self.window_chunks = len(self.steps)
-        self.window_frames = self.window_chunks * rc.chunk_frames
-        check = getattr(policy, "check_window", None)
-        if check is not None:
-            check(geom, self.window_frames)
-        self.window_noise = bool(getattr(policy, "window_noise_quirk", True))
-        self.span_frames = max(self.window_frames, policy.max_recache_frames(geom))
-
-    def windows(self) -> list[tuple[int, int]]:
-        """(first chunk, last chunk) of every window, inclusive."""
-        n, w = self.geom.num_chunks, self.window_chunks
-        return [(max(0, i - w + 1), min(n - 1, i)) for i in range(n + w - 1)]
-
-    def call(self, x, t, text, span, phase):
-        from deepforcing.engine import ForwardRecord, per_frame
-
-        flow = self.engine.forward(x, t, text, self.cache, self.policy, span, phase)
-        if self.trace is not None:
-            self.trace(ForwardRecord(span, phase, x, per_frame(t, x), flow))
-        return flow
-
-    def _renoise_draw(self, noise, chunk: int, level: int, pos: int, window_shape: tuple[int, ...]) -> torch.Tensor:
-        """Noise that moves ``chunk`` (at offset ``pos`` chunks into the window) past ``level``."""
-        if noise.mode != "reference":
-            return noise.step(chunk, level)
-        cf = self.rc.chunk_frames
-        if self.window_noise:
-            eps = torch.randn(window_shape, generator=noise.gen, dtype=noise.dtype, device=noise.device)
-            return eps[:, pos * cf : (pos + 1) * cf]
-        b, _, *rest = window_shape
-        return torch.randn((b, cf, *rest), generator=noise.gen, dtype=noise.dtype, device=noise.device)
-
-    def run(self, schedule, cache: KVCache, noise, out, callback, trace) -> None:
-        from deepforcing.engine import ChunkEvent, per_frame
-
-        if len(schedule.segments) != 1:
-            raise ConfigError("the rolling rollout supports a single prompt; a window spans several chunks, "
-                              "so prompt switches are not defined for it")
-        text = schedule.segments[0][1]
-        self.cache, self.trace = cache, trace
-        rc, policy, sched, steps, cf = self.rc, self.policy, self.sched, self.steps, self.rc.chunk_frames
-        last_level = self.window_chunks - 1
-        noisy: dict[int, torch.Tensor] = {}  # chunk -> latents at its next level
-        tic = time.perf_counter()
-        for w, (first, last) in enumerate(self.windows()):
-            chunks = range(first, last + 1)
-            span = FrameSpan(first * cf, len(chunks) * cf)
-            oldest = FrameSpan(first * cf, cf)
-            policy.begin_chunk(cache, oldest)
-            x = torch.cat([noise.initial(c) if c == w else noisy.pop(c) for c in chunks], dim=1)
-            levels = [w - c for c in chunks]
-            t = torch.tensor([steps[a] for a in levels], dtype=torch.float32).repeat_interleave(cf)
-            t = t[None].expand(x.shape[0], -1)
-            flow = self.call(x, t, text, span, Phase("denoise", 0, steps[levels[-1]]))
-            x0 = sched.flow_to_x0(flow, x, t)
-            out.write(span.start, x0)
-            for pos, (c, a) in enumerate(zip(chunks, levels, strict=True)):
-                if a == last_level:
-                    continue
-                eps = self._renoise_draw(noise, c, a, pos, tuple(x0.shape))
-                xc = x0[:, pos * cf : (pos + 1) * cf]
-                noisy[c] = sched.add_noise(xc, eps, per_frame(steps[a + 1], xc))
-            clean = x0[:, :cf]
-            self.call(clean, rc.context_noise, text, oldest, Phase("commit", 0, rc.context_noise))
-            policy.end_chunk(cache, oldest)
-            if levels[0] == last_level:
-                if callback is not None:
-                    callback(ChunkEvent(first, self.geom.num_chunks, oldest, clean, time.perf_counter() - tic,
-                                        policy.log[-1] if policy.log else {}))
-                tic = time.perf_counter()

@@ -103,8 +103,8 @@ class LayerKV:
             return self.v[:, : self.n]
         return self.v.index_select(1, slots.to(self.v.device))
 
-    def window(self, slots: torch.Tensor | None, t: torch.Tensor, own: torch.Tensor | None = None
-               ) -> tuple[torch.Tensor, torch.Tensor]:
+    def read(self, slots: torch.Tensor | None, t: torch.Tensor, own: torch.Tensor | None = None
+             ) -> tuple[torch.Tensor, torch.Tensor]:
         """Keys (rotated to ``t``) and values of ``slots``, followed by the staged tokens ``own``
         (indices into the staged region; None: all of them).
 
@@ -124,6 +124,20 @@ class LayerKV:
 
     def staged(self) -> slice:
         return slice(self.n, self.n + self.pending)
+
+    def tags(self) -> torch.Tensor:
+        """The region tag of every cached slot (read only: change tags with :meth:`mark`)."""
+        return self.tag[: self.n]
+
+    def mark(self, which: torch.Tensor | slice, tag: int) -> None:
+        """Tag cached slots (a bool mask or indices over ``[0, n)``, or a slice) as region ``tag``."""
+        if isinstance(which, torch.Tensor) and which.dtype == torch.bool and len(which) != self.n:
+            raise ValueError(f"a slot mask of {len(which)} entries for {self.n} cached slots")
+        self.tag[: self.n][which] = tag
+
+    def end_forward(self) -> None:
+        """The forward in flight is over: what it staged and did not commit is dropped."""
+        self.pending = 0
 
     # ---- the forward in flight -------------------------------------------------------------
     def stage(self, k_raw: torch.Tensor, k_rot: torch.Tensor, v: torch.Tensor, frame: torch.Tensor,

@@ -212,7 +212,7 @@ class AttentionProbe:
         q = q[:, ::stride]
         probs = key_importance(q, keys, mode="softmax").sum(0) / (q.shape[0] * q.shape[1] * q.shape[2])
         n_read = kv.n if slots is None else len(slots)
-        tags = kv.tag[: kv.n] if slots is None else kv.tag[slots]
+        tags = kv.tags() if slots is None else kv.tags()[slots]
         probs = probs.cpu()
         mass = {name: float(probs[:n_read][tags == tag].sum()) for tag, name in TAG_NAMES.items()}
         mass["own"] = float(probs[n_read:].sum())
@@ -249,7 +249,7 @@ class CachedAttention:
         ctx = self.policy.context(layer, kv, step)
         slots = ctx.slots
         k_time = ctx.k_time if ctx.k_time is not None else (kv.frame[: kv.n] if slots is None else kv.frame[slots])
-        keys, values = kv.window(slots, k_time, ctx.own)
+        keys, values = kv.read(slots, k_time, ctx.own)
         if ctx.mask is not None:
             out = sdpa(q, keys, values, ctx.mask.to(q.device)[None, :, None, :])
         else:
@@ -258,7 +258,7 @@ class CachedAttention:
             self.probe.measure(kv, slots, q, keys)
         if self.phase.writes:
             self.policy.commit(layer, kv, step)
-        kv.pending = 0
+        kv.end_forward()
         return out
 
 

@@ -22,8 +22,7 @@ POSITIONS = ("absolute", "cache_relative")
 
 def tag_sink(kv: LayerKV, sink: int) -> None:
     """Mark the slots of frames ``< sink`` (the first frames generated) as sink."""
-    used = slice(0, kv.n)
-    kv.tag[used][kv.frame[used] < sink] = SINK
+    kv.mark(kv.frame[: kv.n] < sink, SINK)
 
 
 def frame_ordinals(kv: LayerKV) -> torch.Tensor:

@@ -167,7 +167,7 @@ class CachePolicy:
         decide identically in every layer)."""
         kv = cache.layers[0]
         tpf = cache.geom.tokens_per_frame
-        tags = kv.tag[: kv.n]
+        tags = kv.tags()
         return {
             "chunk_start": span.start,
             "cache_tokens": kv.n,

@@ -145,7 +145,7 @@ class DeepSink(SinkWindowPolicy):
 
     def context(self, layer: int, kv: LayerKV, step: Step) -> Context:
         t = self.tail_positions(layer, kv)
-        is_sink = kv.tag[: kv.n] == SINK
+        is_sink = kv.tags() == SINK
         off = self.sink_offset(t, is_sink)
         if self.rotation == "delta" and off != self.applied[layer]:
             kv.shift_rotation(torch.nonzero(is_sink).flatten(), off - self.applied[layer])
@@ -155,7 +155,7 @@ class DeepSink(SinkWindowPolicy):
             self.sink_positions[layer] = sorted(set(t[is_sink].tolist()))
         if layer == 0 and step.phase.is_commit:
             self.positions_used = {
-                TAG_NAMES[tag]: sorted(set(t[kv.tag[: kv.n] == tag].tolist())) for tag in TAG_NAMES
+                TAG_NAMES[tag]: sorted(set(t[kv.tags() == tag].tolist())) for tag in TAG_NAMES
             }
             self.positions_used["query"] = step.q_time.tolist()
         return Context(k_time=t)

@@ -66,7 +66,7 @@ class LongLive(SinkWindowPolicy):
     def commit(self, layer: int, kv: LayerKV, step: Step) -> None:
         tpf = self.geom.tokens_per_frame
         kv.commit(tag=RECENT, skip=self._skip_frames * tpf if step.phase.kind == "recache" else 0)
-        kv.tag[: min(kv.n, self.sink * tpf)] = SINK  # the sink is the first `sink` frame slots
+        kv.mark(slice(0, min(kv.n, self.sink * tpf)), SINK)  # the sink is the first `sink` frame slots
 
     # --- prompt switch ---------------------------------------------------------------------
     def on_prompt_switch(self, switch: PromptSwitch) -> None:

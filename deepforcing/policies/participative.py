@@ -190,7 +190,7 @@ class ParticipativeCompression(DeepSink):
     def tail_positions(self, layer: int, kv: LayerKV) -> torch.Tensor:
         t = kv.frame[: kv.n].clone()
         if self.topc_align == "compact":
-            tags = kv.tag[: kv.n]
+            tags = kv.tags()
             top = tags == COMPRESSED
             if top.any():
                 recent = t[(tags != SINK) & ~top]
@@ -204,7 +204,7 @@ class ParticipativeCompression(DeepSink):
         tpf = self.geom.tokens_per_frame
         n, pending = kv.n, kv.pending
         keep_recent = self.recent * tpf - pending  # cached tokens inside the recent region
-        tags = kv.tag[:n]
+        tags = kv.tags()
         slots = torch.arange(n)
         is_sink = tags == SINK
         is_recent = slots >= n - keep_recent
@@ -229,7 +229,7 @@ class ParticipativeCompression(DeepSink):
         else:
             top = cand[torch.topk(scores, c_tokens).indices.sort().values]
         keep = torch.sort(torch.cat([slots[is_sink], top, slots[is_recent]])).values
-        kv.tag[top] = COMPRESSED
+        kv.mark(top, COMPRESSED)
         if self.reuse_cap is not None:
             kv.aux["reuse"][top] += 1
         info = {"augmented_index": top.tolist(), "frames": kv.frame[top].tolist(),

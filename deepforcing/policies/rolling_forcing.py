@@ -163,8 +163,7 @@ class RollingForcingAnchor(CachePolicy):
 
     def commit(self, layer: int, kv: LayerKV, step: Step) -> None:
         kv.commit()
-        used = slice(0, kv.n)
-        kv.tag[used][kv.frame[used] < self.anchor] = ANCHOR
+        kv.mark(kv.frame[: kv.n] < self.anchor, ANCHOR)
 
     def diagnostics(self, cache: KVCache, span: FrameSpan) -> dict:
         return {**super().diagnostics(cache, span), **{f"denoise_{k}": v for k, v in self._layout.items()}}

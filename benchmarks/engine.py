@@ -17,7 +17,7 @@ import time
 import torch
 
 from deepforcing.engine import Engine, RolloutConfig
-from deepforcing.model import CausalWan, preset
+from deepforcing.model import CausalWan, preset, random_init_
 from deepforcing.policies import build_policy
 
 
@@ -25,11 +25,7 @@ def random_backbone(name: str, device: torch.device, dtype: torch.dtype) -> Caus
     cfg = preset(name)
     with torch.device("meta"):
         model = CausalWan(cfg)
-    model = model.to_empty(device=device)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.normal_(0.0, 0.02)
-    return model.to(dtype).eval()
+    return random_init_(model.to_empty(device=device), std=0.02).to(dtype).eval()
 
 
 def peak_memory_mb(device: torch.device) -> float:

@@ -10,7 +10,6 @@ queries' attention lands on each cache region, sampled so that it costs little w
 
 from __future__ import annotations
 
-import hashlib
 import math
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -23,6 +22,7 @@ from deepforcing.cache import TAG_NAMES, Geometry, KVCache
 from deepforcing.errors import ConfigError
 from deepforcing.model import CausalWan, Rope3D, TextState, TokenPositions, sdpa
 from deepforcing.policies.base import CachePolicy, FrameSpan, Phase, Step
+from deepforcing.seeding import hashed_generator
 
 RNG_MODES = ("reference", "per_chunk")
 
@@ -106,8 +106,7 @@ class NoiseSource:
         return (b, self.cf, *rest)
 
     def _derived(self, chunk: int, draw: int) -> torch.Tensor:
-        digest = hashlib.sha256(f"{self.seed}:{chunk}:{draw}".encode()).digest()
-        gen = torch.Generator().manual_seed(int.from_bytes(digest[:8], "little") & (2**63 - 1))
+        gen = hashed_generator(self.seed, chunk, draw)
         return torch.randn(self._chunk_shape(), generator=gen).to(self.device, self.dtype)
 
     def initial(self, chunk: int) -> torch.Tensor:

@@ -110,6 +110,17 @@ def tiny() -> ModelConfig:
 PRESETS = {"wan21_t2v_1_3b": wan21_t2v_1_3b, "tiny": tiny}
 
 
+def random_init_(model: nn.Module, seed: int = 0, std: float = 0.1) -> nn.Module:
+    """The random weights of tiny, test and benchmark models (one initialiser for all): every parameter
+    N(0, std^2), drawn on the CPU from one generator seeded ``seed``, in parameter order, then copied to
+    the parameter's device and dtype."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(torch.randn(p.shape, generator=gen) * std)
+    return model
+
+
 def preset(name: str) -> ModelConfig:
     if name not in PRESETS:
         raise ConfigError(f"unknown model preset {name!r}; known presets: {', '.join(sorted(PRESETS))}")

@@ -21,7 +21,7 @@ from deepforcing.engine import Engine, RolloutConfig
 from deepforcing.errors import ConfigError
 from deepforcing.knobs import apply_knobs
 from deepforcing.metrics.config import ClipProtocol
-from deepforcing.model import CausalWan, preset
+from deepforcing.model import CausalWan, preset, random_init_
 from deepforcing.policies import build_policy
 from deepforcing.store import Damage
 from deepforcing.video import VideoWriter
@@ -217,12 +217,7 @@ def build_backbone(spec: ModelSpec) -> CausalWan:
     spec.validate()
     device, dtype = spec.torch_device(), DTYPES[spec.dtype]
     if spec.kind == "tiny":
-        gen = torch.Generator().manual_seed(spec.seed)
-        model = CausalWan(preset(spec.config))
-        with torch.no_grad():
-            for p in model.parameters():
-                p.copy_(torch.randn(p.shape, generator=gen) * 0.1)
-        return model.to(device, dtype).eval()
+        return random_init_(CausalWan(preset(spec.config)), spec.seed).to(device, dtype).eval()
     from deepforcing.loading import build_generator
 
     model, _ = build_generator(spec.kind, weights=spec.weights(), dtype=dtype, device=device,

@@ -35,6 +35,7 @@ from typing import Literal, Protocol, runtime_checkable
 
 import torch
 
+from deepforcing.checkpoints import torch_load
 from deepforcing.errors import ConfigError, WeightsError
 
 # Wan's T5RelativeEmbedding default: relative distances >= 128 share the last bucket.
@@ -250,7 +251,7 @@ def load_wan_t5(path: str | Path, num_heads: int | None = None, dtype: torch.dty
     from transformers import UMT5EncoderModel
 
     try:
-        state = torch.load(str(path), map_location="cpu", weights_only=True, mmap=True)
+        state = torch_load(path)
     except Exception as e:  # noqa: BLE001 - re-raised with what to do
         raise WeightsError(f"{path}: cannot be read as a torch checkpoint ({e}); expected Wan's T5 .pth") from e
     config = umt5_config_from_wan(state, num_heads)
@@ -337,7 +338,7 @@ class UMT5TextEncoder:
             elif self.weights.is_dir():
                 self._text_dim = int(json.loads((self.weights / "config.json").read_text())["d_model"])
             else:
-                state = torch.load(str(self.weights), map_location="cpu", weights_only=True, mmap=True)
+                state = torch_load(self.weights)
                 self._text_dim = int(state["token_embedding.weight"].shape[1])
         return self._text_dim
 

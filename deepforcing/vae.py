@@ -28,6 +28,7 @@ from typing import Literal, Protocol, runtime_checkable
 
 import torch
 
+from deepforcing.checkpoints import torch_load
 from deepforcing.errors import ConfigError, WeightsError
 
 # Per-channel latent statistics of the Wan2.1 VAE, as published in Wan's ``wan/modules/vae.py`` and
@@ -256,7 +257,7 @@ class WanVAE:
         from diffusers import AutoencoderKLWan
 
         try:
-            state = torch.load(str(path), map_location="cpu", weights_only=True, mmap=True)
+            state = torch_load(path)
         except Exception as e:  # noqa: BLE001 - re-raised with what to do
             raise WeightsError(f"{path}: cannot be read as a torch checkpoint ({e}); expected Wan2.1_VAE.pth") from e
         for key in ("encoder.conv1.weight", "conv2.weight"):

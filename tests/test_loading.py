@@ -8,24 +8,12 @@ from dataclasses import replace
 
 import pytest
 import torch
+from checkpoint_writers import save_model_folder, save_state_dict
 
+from deepforcing.checkpoints import diffusers_to_wan, model_config, normalize_key, read_state_dict, wan_to_diffusers
 from deepforcing.errors import WeightsError
-from deepforcing.loading import (
-    LoRALinear,
-    apply_lora_unmerged,
-    build_generator,
-    diffusers_to_wan,
-    load_generator,
-    merge_lora,
-    model_config,
-    normalize_key,
-    read_lora,
-    read_state_dict,
-    save_model_folder,
-    save_state_dict,
-    unwrap_lora_keys,
-    wan_to_diffusers,
-)
+from deepforcing.loading import build_generator, load_generator
+from deepforcing.lora import LoRALinear, apply_lora_unmerged, merge_lora, read_lora, unwrap_lora_keys
 from deepforcing.model import CausalWan, MaskedAttention, Rope3D, TokenPositions, tiny
 from deepforcing.weights import WeightsConfig
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from deepforcing.model import CausalWan, tiny
+from deepforcing.model import CausalWan, random_init_, tiny
 
 FIXTURES = Path(__file__).parent / "fixtures"
 T5_MANIFEST = json.loads((FIXTURES / "text" / "wan_t5_tiny_manifest.json").read_text())
@@ -76,9 +76,4 @@ def write_self_forcing_root(root: Path, model_cfg, generator_state: dict[str, to
 
 def random_model(cfg=None, seed: int = 0, std: float = 0.1) -> CausalWan:
     """A tiny backbone whose every parameter is random (so outputs depend on all weights)."""
-    torch.manual_seed(seed)
-    model = CausalWan(cfg or tiny())
-    with torch.no_grad():
-        for p in model.parameters():
-            p.normal_(0.0, std)
-    return model.eval()
+    return random_init_(CausalWan(cfg or tiny()), seed, std).eval()

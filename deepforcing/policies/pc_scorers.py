@@ -9,7 +9,6 @@ A new rule is one class here, or in a plug-in module of the ``deepforcing.polici
 
 from __future__ import annotations
 
-import hashlib
 from typing import ClassVar
 
 import torch
@@ -17,6 +16,7 @@ import torch.nn.functional as F
 
 from deepforcing.attention import key_importance
 from deepforcing.errors import ConfigError
+from deepforcing.seeding import hashed_generator
 
 SCORERS: dict[str, type[CandidateScorer]] = {}
 
@@ -94,8 +94,7 @@ class RandomScores(CandidateScorer):
     name = "random"
 
     def score(self, pc, layer, kv, step, cand, keys, per_head):
-        digest = hashlib.sha256(f"{pc.seed}:{pc.span.start}:{layer}".encode()).digest()
-        gen = torch.Generator().manual_seed(int.from_bytes(digest[:8], "little") & (2**63 - 1))
+        gen = hashed_generator(pc.seed, pc.span.start, layer)
         return torch.randn((pc.geom.num_heads, len(cand)) if per_head else (len(cand),), generator=gen)
 
 

@@ -222,8 +222,10 @@ def test_static_filter_stream_equals_whole_video(flow_by_difference, max_clips):
 
 
 # -- dimensions with models (random weights) -------------------------------------------------------------
-#: per-frame features are computed in other batches than on the whole video: float rounding only
-MODEL_TOL = 1e-6
+#: per-frame features are computed in other batches than on the whole video: float rounding only, which
+#: differs between CPU kernels (AVX2 / AVX-512 / default) and which drift statistics such as VDE amplify
+#: (1.6e-6 seen with ATEN_CPU_CAPABILITY=default); the metrics' stated tolerance against vbench is 1e-5
+MODEL_TOL = 1e-5
 
 
 def _weights(random_weights, *dims) -> dict[str, str]:

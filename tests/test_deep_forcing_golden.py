@@ -111,7 +111,8 @@ def test_the_release_rng_order_is_ours():
         assert run["rng_draws_after_initial_noise"] == meta["num_frames"] // meta["chunk_frames"] * (steps - 1)
         assert run["draw_shape"][0] == meta["chunk_frames"]
     gen = torch.Generator().manual_seed(meta["noise_seed"])
-    assert torch.equal(torch.randn(io["noise"].shape, generator=gen), io["noise"])
+    torch.testing.assert_close(torch.randn(io["noise"].shape, generator=gen), io["noise"], rtol=0, atol=1e-5)
+    # ^ same draws; the last bit of randn differs between CPU kernels (a wrong order differs by O(1))
 
 
 # ---- outputs -----------------------------------------------------------------------------------

@@ -64,7 +64,8 @@ def test_reference_noise_equals_fixture_noise(golden):
 
     ns = NoiseSource("reference", meta["seeds"]["SEED_noise_and_pipeline"], tuple(io["noise_A"].shape), 3,
                      torch.float32, torch.device("cpu"))
-    assert torch.equal(ns.full, io["noise_A"])
+    # same draws; the last bit of randn differs between CPU kernels (a wrong order differs by O(1))
+    torch.testing.assert_close(ns.full, io["noise_A"], rtol=0, atol=1e-5)
 
 
 def test_single_forward_matches(golden):

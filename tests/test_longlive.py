@@ -104,7 +104,8 @@ def test_reference_noise_equals_fixture_noise(golden):
 
     noise = NoiseSource("reference", meta["seeds"]["SEED_noise_and_pipeline"], tuple(io["noise"].shape),
                         meta["num_frame_per_block"], torch.float32, torch.device("cpu"))
-    assert torch.equal(noise.full, io["noise"])
+    # same draws; the last bit of randn differs between CPU kernels (a wrong order differs by O(1))
+    torch.testing.assert_close(noise.full, io["noise"], rtol=0, atol=1e-5)
 
 
 def test_single_prompt_is_self_forcing_sink(golden):

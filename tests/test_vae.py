@@ -10,6 +10,9 @@ import torch
 from tiny_files import random_state_from_manifest
 
 FIXTURES = Path(__file__).parent / "fixtures" / "vae"
+#: pixels in [-1, 1] after ~40 convolutions of weights drawn here with randn: CPU kernels (AVX2 / AVX-512 /
+#: default) round differently (1.0e-5 seen with ATEN_CPU_CAPABILITY=default); a wrong key map or layer is O(0.1)
+PIXEL_TOL = 5e-5
 MANIFEST = json.loads((FIXTURES / "wan_vae_tiny_manifest.json").read_text())
 WEIGHT_SEED = 4321
 LATENT_SEED = 99
@@ -57,7 +60,7 @@ def test_wan_checkpoint_decode_matches_reference(wan_vae, golden):
     b, f, _, h, w = latents.shape
     assert out.shape == (b, 4 * f - 3, 3, 8 * h, 8 * w)
     assert 0 < (out.abs() < 1).float().mean() and out.std() > 0.1  # not saturated or constant
-    torch.testing.assert_close(out, golden["pixels"], atol=1e-5, rtol=0)
+    torch.testing.assert_close(out, golden["pixels"], atol=PIXEL_TOL, rtol=0)
 
 
 def test_key_map_agrees_with_diffusers_single_file_converter():
@@ -130,7 +133,8 @@ def test_diffusers_vae_folder_decodes_the_same(wan_vae, golden, tmp_path):
 
     wan_vae.model.save_pretrained(str(tmp_path / "vae"))
     folder = WanVAE(tmp_path / "vae")
-    torch.testing.assert_close(folder.decode(golden["latents"], "signed"), golden["pixels"], atol=1e-5, rtol=0)
+    torch.testing.assert_close(folder.decode(golden["latents"], "signed"), golden["pixels"], atol=PIXEL_TOL,
+                               rtol=0)
 
 
 def test_bad_checkpoints_and_chunks_raise_clear_errors(wan_vae, wan_vae_file, tmp_path):

@@ -175,7 +175,7 @@ def main(cfg: DictConfig) -> dict:
     except Exception as e:  # recorded in the point's error.json by run_point
         if not _multirun():
             if cfg.compile:
-                compile_sweep(Path(cfg.out_dir), cfg.sweep)
+                compile_sweep(Path(cfg.out_dir), cfg.sweep, logger=compile_logger(logger))
             raise
         print(f"FAILED {point.method} {dict(point.knobs)}: {type(e).__name__}: {e} (the sweep goes on)",
               file=sys.stderr, flush=True)
@@ -185,13 +185,20 @@ def main(cfg: DictConfig) -> dict:
     if _multirun():
         write_outcome(cfg, {"status": "done", "key": summary["key"], "overrides": _overrides()})
     elif cfg.compile:
-        compile_sweep(Path(cfg.out_dir), cfg.sweep)
+        compile_sweep(Path(cfg.out_dir), cfg.sweep, logger=compile_logger(logger))
     status = "up to date (skipped)" if summary.get("skipped") else "done"
     metrics = ", ".join(f"{m}={summary[m]:.4f}" for m in point.metrics if summary.get(m) is not None)
     pending = ", ".join(f"{m} ({len(v)} videos)" for m, v in (summary.get("pending") or {}).items())
     log.info("%s %s %s: %s videos, %s, %.1f FPS%s", status, point.method, dict(point.knobs), summary["videos"],
              metrics, summary.get("fps") or 0.0, f"; pending (weights missing): {pending}" if pending else "")
     return summary
+
+
+def compile_logger(logger):
+    """The point's logger, for the compile run of a single run's sweep (None for logger=none)."""
+    from deepforcing.loggers import NullLogger
+
+    return None if type(logger) is NullLogger else logger
 
 
 def _overrides() -> list[str]:

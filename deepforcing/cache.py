@@ -225,7 +225,12 @@ class LayerKV:
         self.aux.clear()
 
     def nbytes(self) -> int:
+        """Bytes allocated for this layer (capacity and scratch; raw keys, rotated-key memo, values)."""
         return sum(b.numel() * b.element_size() for b in (self.k_raw, self.k_rot, self.v))
+
+    def used_nbytes(self) -> int:
+        """Bytes of the ``n`` cached tokens (raw keys, rotated-key memo, values)."""
+        return self.n * sum(b[:, :1].numel() * b.element_size() for b in (self.k_raw, self.k_rot, self.v))
 
 
 class KVCache:
@@ -248,3 +253,6 @@ class KVCache:
 
     def nbytes(self) -> int:
         return sum(layer.nbytes() for layer in self.layers)
+
+    def used_nbytes(self) -> int:
+        return sum(layer.used_nbytes() for layer in self.layers)

@@ -439,7 +439,7 @@ def run_point(
         store.start({"key": key, "method": point.method, "knobs": point.labels(), "config": point.semantic(),
                      "generation": generation, "scoring": scoring})
         if logger is not None:
-            logger.start(key, point.semantic())
+            logger.start(key, point.semantic(), dict(point.knobs))
         try:
             changed = summary is None or summary.get("scoring") != scoring or bool(damaged)
             from tqdm.auto import tqdm

@@ -34,9 +34,21 @@ def read_outcomes(out_dir: str | os.PathLike, sweep: str) -> list[dict]:
     return [json.loads(p.read_text()) for p in sorted(d.glob("job-*.json"))] if d.is_dir() else []
 
 
-def compile_sweep(out_dir: Path, sweep: str) -> None:
+def sweep_logger(config, sweep: str):
+    """The experiment logger of ``config.logger`` (None for ``logger=none``), for the sweep's compile run."""
+    from omegaconf import OmegaConf
+
+    from deepforcing.loggers import NullLogger, make_logger
+
+    lcfg = OmegaConf.to_container(config.logger, resolve=True) if config.get("logger") else {"kind": "none"}
+    logger = make_logger(lcfg.pop("kind"), group=sweep, **lcfg)
+    return None if type(logger) is NullLogger else logger
+
+
+def compile_sweep(out_dir: Path, sweep: str, logger=None):
     """Tables (beside the published rows), figures and HTML for the whole sweep so far, in
-    ``<out_dir>/reports/<sweep>/``; one process at a time."""
+    ``<out_dir>/reports/<sweep>/``; one process at a time. With a logger, the compiled report then goes
+    to W&B as the sweep's compile run and workspace (a W&B failure is reported, the report stays)."""
     from filelock import FileLock
 
     from deepforcing.compile.report import compile_report
@@ -51,6 +63,12 @@ def compile_sweep(out_dir: Path, sweep: str) -> None:
     with FileLock(str(out_dir / sweep / ".compile.lock")):
         report = compile_report([out_dir / sweep], out_dir / "reports" / sweep, n_boot=2000, **kwargs)
     log.info("compiled %s", report.out / "report.md")
+    if logger is not None:
+        try:
+            logger.compiled(report)
+        except Exception as e:  # never costs the local report
+            log.warning("W&B: logging the compiled sweep failed (%s: %s)", type(e).__name__, e)
+    return report
 
 
 class SweepEnd(Callback):
@@ -58,7 +76,7 @@ class SweepEnd(Callback):
         out_dir, sweep = Path(config.out_dir), config.sweep
         if config.get("compile"):
             try:
-                compile_sweep(out_dir, sweep)
+                compile_sweep(out_dir, sweep, logger=sweep_logger(config, sweep))
             except Exception as e:  # e.g. no point finished: the failures below say why
                 print(f"compile of sweep {sweep!r} failed: {type(e).__name__}: {e}", file=sys.stderr)
         outcomes = read_outcomes(out_dir, sweep)

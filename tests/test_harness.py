@@ -176,6 +176,7 @@ def test_sink_ratio_sweep_makes_two_points(tmp_path):
     assert r.returncode == 0, r.stderr[-3000:]
     pts = points(tmp_path)
     assert len(pts) == 2
+    assert (tmp_path / "reports" / "default" / "report.md").exists() and not (tmp_path / "wandb").exists()
     (da, a), (db, b) = pts
     assert {a["knobs"]["sink_ratio"], b["knobs"]["sink_ratio"]} == {0.25, 0.5}
     ca, cb = dict(a["config"]), dict(b["config"])
@@ -221,17 +222,22 @@ def test_sigkill_and_resume(tmp_path):
 def test_wandb_offline_runs_read_back_by_wandb(tmp_path):
     r = run_cli(["num_frames=12", "logger=wandb", "logger.mode=offline"], tmp_path)
     assert r.returncode == 0, r.stderr[-3000:]
-    runs = [p for p in (tmp_path / "wandb" / "wandb").glob("offline-run-*") if p.is_dir()]
-    assert len(runs) == 1
-    out = subprocess.run([sys.executable, "-m", "wandb", "leet", "inspect", "--json", str(runs[0])],
-                         capture_output=True, text=True, timeout=120)
-    records = [json.loads(line) for line in out.stdout.splitlines() if line.strip().startswith("{")]
-    kinds = {rec.get("type") for rec in records}
-    assert {"run", "history", "summary"} <= kinds
-    run_rec = next(rec for rec in records if rec.get("type") == "run")
-    assert run_rec["run"]["run_group"] == "default" and run_rec["run"]["job_type"] == "deep_forcing"
-    hist = [rec["history"] for rec in records if rec.get("type") == "history"]
-    assert any("chunk/cache_frames" in json.dumps(h) for h in hist)
+    runs = sorted(p for p in (tmp_path / "wandb" / "wandb").glob("offline-run-*") if p.is_dir())
+    assert len(runs) == 2  # the point, then the compile run of its sweep (tests/test_wandb_dashboards.py)
+    job_types = []
+    for run_dir in runs:
+        out = subprocess.run([sys.executable, "-m", "wandb", "leet", "inspect", "--json", str(run_dir)],
+                             capture_output=True, text=True, timeout=120)
+        records = [json.loads(line) for line in out.stdout.splitlines() if line.strip().startswith("{")]
+        kinds = {rec.get("type") for rec in records}
+        assert {"run", "history", "summary"} <= kinds
+        run_rec = next(rec for rec in records if rec.get("type") == "run")
+        assert run_rec["run"]["run_group"] == "default"
+        job_types.append(run_rec["run"]["job_type"])
+        hist = [rec["history"] for rec in records if rec.get("type") == "history"]
+        if job_types[-1] == "deep_forcing":
+            assert any("chunk/cache_frames" in json.dumps(h) for h in hist)
+    assert sorted(job_types) == ["compile", "deep_forcing"]
 
 
 def test_submitit_local_launcher(tmp_path):

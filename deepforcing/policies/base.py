@@ -164,7 +164,8 @@ class CachePolicy:
     # --- reporting -------------------------------------------------------------------------
     def diagnostics(self, cache: KVCache, span: FrameSpan) -> dict[str, Any]:
         """Per-chunk facts about layer 0's cache after the commit (all shipped policies so far
-        decide identically in every layer)."""
+        decide identically in every layer), and the cache's memory over all layers: ``cache_bytes``
+        held by the cached tokens, ``cache_capacity_bytes`` allocated."""
         kv = cache.layers[0]
         tpf = cache.geom.tokens_per_frame
         tags = kv.tags()
@@ -173,6 +174,8 @@ class CachePolicy:
             "cache_tokens": kv.n,
             "cache_frames": kv.n / tpf,
             "frames": kv.frames().tolist(),
+            "cache_bytes": cache.used_nbytes(),
+            "cache_capacity_bytes": cache.nbytes(),
             **{f"tokens_{name}": int((tags == tag).sum()) for tag, name in TAG_NAMES.items()},
         }
 

@@ -25,6 +25,10 @@ from deepforcing.registry import Registry
 from deepforcing.scheduler import FlowMatch
 
 RNG_MODES = ("reference", "per_chunk")
+# How a chunk moves from one denoising step to the next: "renoise" predicts x0 and adds fresh noise at the
+# next level (Self-Forcing's sampler, made for few-step distilled generators); "euler" follows the flow
+# to the next level (the probability-flow ODE, for undistilled flow-matching models such as the toy model).
+SAMPLERS = ("renoise", "euler")
 
 
 @dataclass(frozen=True)
@@ -42,6 +46,7 @@ class RolloutConfig:
     rope_max_pos: int | None = None  # 1024 reproduces the reference RoPE table limit
     attn_backend: str = "auto"
     rollout: str = "block"  # "block" (chunk by chunk) or "rolling" (Rolling Forcing's joint window)
+    sampler: str = "renoise"  # "renoise" (Self-Forcing) or "euler" (SAMPLERS)
 
     def validate(self) -> None:
         if self.chunk_frames <= 0:
@@ -57,6 +62,10 @@ class RolloutConfig:
             raise ConfigError("the denoising step list is empty")
         if self.batch <= 0:
             raise ConfigError(f"batch must be positive, got {self.batch}")
+        if self.sampler not in SAMPLERS:
+            raise ConfigError(f"unknown sampler {self.sampler!r}; choose one of {', '.join(SAMPLERS)}")
+        if self.rollout == "rolling" and self.sampler != "renoise":
+            raise ConfigError("the rolling rollout re-noises its window (Rolling Forcing): use sampler='renoise'")
 
 
 def per_frame(t: float | torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -290,7 +299,9 @@ class BlockRollout:
             for i, t in enumerate(steps):
                 flow = self.call(x, t, text, span, Phase("denoise", i, t))
                 x0 = sched.flow_to_x0(flow, x, per_frame(t, x))
-                if i + 1 < len(steps):
+                if i + 1 < len(steps) and rc.sampler == "euler":
+                    x = sched.euler_step(flow, x, per_frame(t, x), per_frame(steps[i + 1], x))
+                elif i + 1 < len(steps):
                     x = sched.add_noise(x0, noise.step(c, i), per_frame(steps[i + 1], x))
             self.call(x0, rc.context_noise, text, span, Phase("commit", 0, rc.context_noise))
             out[:, span.start : span.stop] = x0

@@ -63,7 +63,13 @@ def point_from_cfg(cfg: DictConfig) -> PointConfig:
     num_frames = cfg.num_frames
     if cfg.length_s is not None:
         num_frames = latent_frames_for_seconds(cfg.length_s, cfg.fps, mcfg.vae_stride[0], r["chunk_frames"])
-    rollout = RolloutConfig(num_frames=num_frames, seed=cfg.seed, steps=tuple(r.pop("steps")), **r)
+    # null steps / shift / sampler: the model preset's own (the distilled generators take four steps, the toy model more)
+    steps = r.pop("steps") or mcfg.sample_steps
+    if r.get("shift") is None:
+        r["shift"] = mcfg.sample_shift
+    if r.get("sampler") is None:  # Rolling Forcing's joint window always re-noises
+        r["sampler"] = "renoise" if r.get("rollout") == "rolling" else mcfg.sampler
+    rollout = RolloutConfig(num_frames=num_frames, seed=cfg.seed, steps=tuple(steps), **r)
     values = {"sink_ratio": cfg.sink_ratio, "rope_align": cfg.rope_align, "compression": cfg.compression_policy,
               "budget": cfg.budget, "recent": cfg.recent}
     knobs = tuple((k, v) for k, v in values.items() if v is not None)
@@ -117,8 +123,8 @@ def main(cfg: DictConfig) -> dict:
         print(f"FAILED (bad settings) {_overrides()}: {e}", file=sys.stderr, flush=True)
         write_outcome(cfg, outcome)
         return outcome
-    if point.model.kind == "tiny" and point.model.torch_device().type == "cpu":
-        torch.set_num_threads(1)  # the tiny model's small ops run many times faster on one thread
+    if point.model.kind in ("tiny", "toy") and point.model.torch_device().type == "cpu":
+        torch.set_num_threads(1)  # the small models' small ops run many times faster on one thread
     lcfg = OmegaConf.to_container(cfg.logger, resolve=True)
     logger = make_logger(lcfg.pop("kind"), group=cfg.sweep, **lcfg)
     try:

@@ -50,6 +50,7 @@ class ModelConfig:
     # names its own: the distilled Wan generators take four; an undistilled model needs more.
     sample_steps: tuple[int, ...] = field(default=(1000, 750, 500, 250), compare=False)
     sample_shift: float = field(default=5.0, compare=False)
+    sampler: str = field(default="renoise", compare=False)  # deepforcing.engine.SAMPLERS
     name: str = field(default="custom", compare=False)
 
     def __post_init__(self):
@@ -117,12 +118,12 @@ def toy() -> ModelConfig:
     return ModelConfig(
         dim=128, ffn_dim=512, freq_dim=64, num_heads=4, num_layers=4, in_dim=12, out_dim=12, text_dim=32,
         text_len=20, latent_hw=(12, 12), vae_stride=(1, 2, 2), sample_steps=TOY_SAMPLE_STEPS,
-        sample_shift=TOY_SAMPLE_SHIFT, name="toy",
+        sample_shift=TOY_SAMPLE_SHIFT, sampler="euler", name="toy",
     )
 
 
-# The toy model is trained without distillation, so it is sampled with more steps (chosen on held-out
-# prompts, docs/toyworld.md).
+# The toy model is trained without distillation, so it is sampled along its flow (Euler) with more steps
+# (chosen on held-out prompts, docs/toyworld.md).
 TOY_SAMPLE_STEPS = (1000, 900, 800, 700, 600, 500, 400, 300, 200, 100)
 TOY_SAMPLE_SHIFT = 3.0
 

@@ -14,7 +14,15 @@ from deepforcing.toyworld.codec import ToyCodec, frames_to_signed, orthogonal
 from deepforcing.toyworld.rules import MIN_AREA, read_frame
 from deepforcing.toyworld.text import ToyTextEncoder
 from deepforcing.toyworld.world import (
-    BACKGROUNDS, OBJECT_SIZE, PALETTE, SPEEDS, VOCABULARY, ObjectState, Scene, parse_prompt, render,
+    BACKGROUNDS,
+    OBJECT_SIZE,
+    PALETTE,
+    SPEEDS,
+    VOCABULARY,
+    ObjectState,
+    Scene,
+    parse_prompt,
+    render,
 )
 from deepforcing.vae import VAE, decode_in_chunks
 

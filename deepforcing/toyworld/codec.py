@@ -53,7 +53,8 @@ class ToyCodec:
         b, t, c, h, w = pixels.shape
         s = self.block
         if c != RGB or h % s or w % s:
-            raise ConfigError(f"frames of shape {tuple(pixels.shape)}: expected [B, T, 3, H, W] with H, W multiples of {s}")
+            raise ConfigError(f"frames of shape {tuple(pixels.shape)}: expected [B, T, 3, H, W], H and W "
+                              f"multiples of {s}")
         x = pixels.float().reshape(b, t, c, h // s, s, w // s, s).permute(0, 1, 2, 4, 6, 3, 5)
         x = x.reshape(b, t, c * s * s, h // s, w // s)
         return torch.einsum("oc,btchw->btohw", self.rotation, x)

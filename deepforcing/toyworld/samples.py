@@ -6,12 +6,12 @@ import csv
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from deepforcing.toyworld.train import HELDOUT_SEED_BASE
 
 
-def rollout_frames(model, prompt: str, num_frames: int, policy=None, seed: int = 0, steps=None, shift=None) -> np.ndarray:
+def rollout_frames(model, prompt: str, num_frames: int, policy=None, seed: int = 0, steps=None,
+                   shift=None, sampler=None) -> np.ndarray:
     """uint8 ``[T, H, W, 3]`` frames of one engine rollout of ``model`` (rolling window by default)."""
     from deepforcing.engine import Engine, RolloutConfig
     from deepforcing.policies.presets import build_preset
@@ -22,7 +22,7 @@ def rollout_frames(model, prompt: str, num_frames: int, policy=None, seed: int =
     engine = Engine(model)
     text = model.text_state(ToyTextEncoder(cfg.text_len, cfg.text_dim).encode([prompt]))
     rc = RolloutConfig(num_frames=num_frames, steps=tuple(steps or cfg.sample_steps),
-                       shift=shift or cfg.sample_shift, seed=seed)
+                       shift=shift or cfg.sample_shift, sampler=sampler or cfg.sampler, seed=seed)
     lat = engine.generate(text, policy or build_preset("rolling_window"), rc)
     return ToyCodec.from_config(cfg).decode(lat, "uint8")[0].permute(0, 2, 3, 1).numpy()
 

@@ -54,6 +54,7 @@ class TrainConfig:
     log_every: int = 10
     threads: int = 1
     stop_at: int = 0  # stop after this many steps (0: all); the schedule still spans ``steps``
+    init: str = ""  # start from this checkpoint folder (a previous stage) instead of random weights
 
 
 def block_causal_mask(num_frames: int, chunk_frames: int, tokens_per_frame: int) -> torch.Tensor:
@@ -143,6 +144,10 @@ def train(cfg: TrainConfig, out: str | Path | None = None, on_log: Callable[[dic
     if cfg.clip_frames % cfg.chunk_frames:
         raise ValueError(f"clip_frames {cfg.clip_frames} is not a multiple of chunk_frames {cfg.chunk_frames}")
     model = CausalWan(mcfg).train()
+    if cfg.init:
+        from deepforcing.loading import load_generator
+
+        load_generator(model, cfg.init)
     ema = copy.deepcopy(model).eval().requires_grad_(False)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.99))
     batches = Batches(cfg, mcfg)

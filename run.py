@@ -63,7 +63,7 @@ def point_from_cfg(cfg: DictConfig) -> PointConfig:
     num_frames = cfg.num_frames
     if cfg.length_s is not None:
         num_frames = latent_frames_for_seconds(cfg.length_s, cfg.fps, mcfg.vae_stride[0], r["chunk_frames"])
-    # null steps / shift / sampler: the model preset's own (the distilled generators take four steps, the toy model more)
+    # null steps / shift / sampler: the model preset's own (distilled generators: four steps; the toy model more)
     steps = r.pop("steps") or mcfg.sample_steps
     if r.get("shift") is None:
         r["shift"] = mcfg.sample_shift

@@ -100,18 +100,23 @@ def point_from_cfg(cfg: DictConfig) -> PointConfig:
 
     method = OmegaConf.to_container(cfg.method, resolve=True)
     name = method.pop("preset")
-    _, defaults = policy_preset(name)
+    policy_cls, defaults = policy_preset(name)
     schema = {k: v for k, v in vars(method_schema(name)()).items() if k != "preset"}
     settings = tuple((k, v) for k, v in method.items() if v != schema.get(k))  # changed on the command line
     # the preset's rollout settings are defaults; whatever the command line or config sets wins
     given = {k: v for k, v in OmegaConf.to_container(cfg.rollout, resolve=True).items() if v is not None}
     r = {**defaults.rollout, **given}
-    if "steps" in r:
-        r["steps"] = tuple(r["steps"])
     num_frames = cfg.num_frames
     if cfg.length_s is not None:
         chunk = r.get("chunk_frames", RolloutConfig.chunk_frames)
         num_frames = latent_frames_for_seconds(cfg.length_s, cfg.fps, mcfg.vae_stride[0], chunk)
+    # still unset steps / shift / sampler: the model preset's own (distilled generators: four steps; the toy
+    # model more); Rolling Forcing's joint window always re-noises
+    r.setdefault("steps", mcfg.sample_steps)
+    r.setdefault("shift", mcfg.sample_shift)
+    rolling = (r.get("rollout") or policy_cls.needs) == "rolling"
+    r.setdefault("sampler", "renoise" if rolling else mcfg.sampler)
+    r["steps"] = tuple(r["steps"])
     rollout = RolloutConfig(num_frames=num_frames, seed=cfg.seed, **r)
     values = {"sink_ratio": cfg.sink_ratio, "rope_align": cfg.rope_align, "compression": cfg.compression_policy,
               "budget": cfg.budget, "recent": cfg.recent}
@@ -166,8 +171,8 @@ def main(cfg: DictConfig) -> dict:
         print(f"FAILED (bad settings) {_overrides()}: {e}", file=sys.stderr, flush=True)
         write_outcome(cfg, outcome)
         return outcome
-    if point.model.kind == "tiny" and point.model.torch_device().type == "cpu":
-        torch.set_num_threads(1)  # the tiny model's small ops run many times faster on one thread
+    if point.model.kind in ("tiny", "toy") and point.model.torch_device().type == "cpu":
+        torch.set_num_threads(1)  # the small models' small ops run many times faster on one thread
     lcfg = OmegaConf.to_container(cfg.logger, resolve=True)
     logger = make_logger(lcfg.pop("kind"), group=cfg.sweep, **lcfg)
     try:

@@ -25,6 +25,10 @@ from deepforcing.policies.base import CachePolicy, FrameSpan, Phase, Step
 from deepforcing.seeding import hashed_generator
 
 RNG_MODES = ("reference", "per_chunk")
+# How a chunk moves from one denoising step to the next: "renoise" predicts x0 and adds fresh noise at the
+# next level (Self-Forcing's sampler, made for few-step distilled generators); "euler" follows the flow
+# to the next level (the probability-flow ODE, for undistilled flow-matching models such as the toy model).
+SAMPLERS = ("renoise", "euler")
 
 
 @dataclass(frozen=True)
@@ -43,6 +47,7 @@ class RolloutConfig:
     attn_backend: str = "auto"
     rollout: str | None = None  # "block" (chunk by chunk), "rolling" (Rolling Forcing's joint window); None: the
     # policy's (``CachePolicy.needs``), else "block"
+    sampler: str = "renoise"  # "renoise" (Self-Forcing) or "euler" (SAMPLERS)
 
     def loop_for(self, policy) -> str:
         """The rollout this config runs ``policy`` under; a policy that needs its own loop gets it."""
@@ -75,6 +80,10 @@ class RolloutConfig:
 
         if self.attn_backend not in BACKENDS:
             raise ConfigError(f"unknown attention backend {self.attn_backend!r}; choose one of {', '.join(BACKENDS)}")
+        if self.sampler not in SAMPLERS:
+            raise ConfigError(f"unknown sampler {self.sampler!r}; choose one of {', '.join(SAMPLERS)}")
+        if self.rollout == "rolling" and self.sampler != "renoise":
+            raise ConfigError("the rolling rollout re-noises its window (Rolling Forcing): use sampler='renoise'")
 
 
 def per_frame(t: float | torch.Tensor, x: torch.Tensor) -> torch.Tensor:

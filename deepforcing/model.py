@@ -46,6 +46,11 @@ class ModelConfig:
     # Latent geometry the preset is used with (480x832 video -> 60x104 latents, 4x temporal VAE).
     latent_hw: tuple[int, int] = (60, 104)
     vae_stride: tuple[int, int, int] = (4, 8, 8)
+    # The denoising steps the preset is sampled with (nominal steps, warped by the shift) unless a run
+    # names its own: the distilled Wan generators take four; an undistilled model needs more.
+    sample_steps: tuple[int, ...] = field(default=(1000, 750, 500, 250), compare=False)
+    sample_shift: float = field(default=5.0, compare=False)
+    sampler: str = field(default="renoise", compare=False)  # deepforcing.engine.SAMPLERS
     name: str = field(default="custom", compare=False)
 
     def __post_init__(self):
@@ -107,7 +112,22 @@ def tiny() -> ModelConfig:
     )
 
 
-PRESETS = {"wan21_t2v_1_3b": wan21_t2v_1_3b, "tiny": tiny}
+def toy() -> ModelConfig:
+    """The toy world's backbone (deepforcing.toyworld): 24x24 RGB frames through a 2x2 space-to-depth codec
+    (12 latent channels, 12x12 latents, 36 tokens per frame of 48 values each, well under the width)."""
+    return ModelConfig(
+        dim=128, ffn_dim=512, freq_dim=64, num_heads=4, num_layers=4, in_dim=12, out_dim=12, text_dim=32,
+        text_len=20, latent_hw=(12, 12), vae_stride=(1, 2, 2), sample_steps=TOY_SAMPLE_STEPS,
+        sample_shift=TOY_SAMPLE_SHIFT, sampler="euler", name="toy",
+    )
+
+
+# The toy model is trained without distillation, so it is sampled along its flow (Euler) with more steps
+# (chosen on held-out prompts, docs/toyworld.md).
+TOY_SAMPLE_STEPS = (1000, 900, 800, 700, 600, 500, 400, 300, 200, 100)
+TOY_SAMPLE_SHIFT = 3.0
+
+PRESETS = {"wan21_t2v_1_3b": wan21_t2v_1_3b, "tiny": tiny, "toy": toy}
 
 
 def random_init_(model: nn.Module, seed: int = 0, std: float = 0.1) -> nn.Module:

@@ -32,7 +32,9 @@ DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """Which backbone to run. ``kind="tiny"`` needs no files (seeded random weights)."""
+    """Which backbone to run. ``kind="tiny"`` needs no files (seeded random weights); ``kind="toy"`` is the
+    model trained on the toy world, whose checkpoint ships with the package (``checkpoint`` may name
+    another folder or file of the same architecture)."""
 
     kind: str = "tiny"
     config: str = "tiny"  # ModelConfig preset
@@ -54,23 +56,38 @@ class ModelSpec:
 
         if self.kind not in KINDS:
             raise ConfigError(f"model.kind {self.kind!r}: choose one of {', '.join(KINDS)}")
-        if self.kind == "tiny" and self.config != "tiny":
+        if self.kind in ("tiny", "toy") and self.config != self.kind:
             raise ConfigError(f"model.kind {self.kind!r} does not go with model.config {self.config!r}")
+        if self.kind == "toy" and self.lora:
+            raise ConfigError("model.lora is set, but kind 'toy' has no LoRA")
 
     def weights(self):
         """Where this model's files are expected (deepforcing.weights)."""
         from deepforcing.weights import WeightsConfig, default_root
 
         paths = {}
-        if self.checkpoint:
+        if self.checkpoint and self.kind != "toy":
             paths[f"{self.kind}.generator"] = self.checkpoint
         if self.lora:
             paths[f"{self.kind}.lora"] = self.lora
         return WeightsConfig(root=self.weights_root or default_root(), paths=paths)
 
+    def toy_checkpoint(self) -> Path:
+        from deepforcing.weights import TOY_CHECKPOINT
+
+        return Path(self.checkpoint).expanduser() if self.checkpoint else TOY_CHECKPOINT
+
     def check_files(self) -> None:
         """One WeightsError listing every missing file (and where to get it), before anything loads."""
-        if self.kind != "tiny":
+        if self.kind == "toy":
+            if not self.toy_checkpoint().exists():
+                from deepforcing.errors import WeightsError
+
+                raise WeightsError(
+                    f"the toy model's checkpoint {self.toy_checkpoint()} is missing (model.checkpoint): it ships with "
+                    "the package under deepforcing/assets/toy; reinstall, or retrain it with "
+                    "experiments/train_toy.py (see its command.txt)")
+        elif self.kind != "tiny":
             self.weights().check(self.kind)
 
     def torch_device(self) -> torch.device:
@@ -177,6 +194,10 @@ class Runtime:
             cfg = preset(spec.config)
             if spec.kind == "tiny":
                 return RandomTextEncoder(cfg.text_len, cfg.text_dim, seed=spec.seed)
+            if spec.kind == "toy":
+                from deepforcing.toyworld.text import ToyTextEncoder
+
+                return ToyTextEncoder(cfg.text_len, cfg.text_dim)
             w = spec.weights()
             enc = UMT5TextEncoder(w.path("wan.t5"), w.path("wan.tokenizer"), text_len=cfg.text_len,
                                   dtype=DTYPES[spec.dtype], device=spec.torch_device())
@@ -192,23 +213,29 @@ class Runtime:
             cfg = preset(spec.config)
             if spec.kind == "tiny":
                 return TinyVAE(latent_channels=cfg.in_dim, stride=cfg.vae_stride, seed=spec.seed)
+            if spec.kind == "toy":
+                from deepforcing.toyworld.codec import ToyCodec
+
+                return ToyCodec.from_config(cfg)
             return WanVAE(spec.weights().path("wan.vae"), device=spec.torch_device())
 
         return self._get("vae", (spec.kind, spec.config, spec.weights_root, spec.seed), build)
 
-    def scorer(self, metrics: tuple[str, ...], segment_seconds: float, clips: ClipProtocol | None = None):
+    def scorer(self, metrics: tuple[str, ...], segment_seconds: float, clips: ClipProtocol | None = None,
+               seams: tuple[int, int] | None = None):
         import json
 
         from deepforcing.metrics.config import DriftConfig, EvalConfig
         from deepforcing.metrics.scorer import Scorer
 
         clips = clips or ClipProtocol()
+        extra = {"seams": tuple(seams)} if seams is not None else {}
 
         def build():
             return Scorer(EvalConfig(dimensions=metrics, drift=DriftConfig(segment_seconds=segment_seconds),
-                                     clips=clips, progress=False))
+                                     clips=clips, progress=False, **extra))
 
-        key = (metrics, segment_seconds, json.dumps(asdict(clips), sort_keys=True))
+        key = (metrics, segment_seconds, json.dumps(asdict(clips), sort_keys=True), seams)
         return self._get("metrics", key, build)
 
 
@@ -218,6 +245,13 @@ def build_backbone(spec: ModelSpec) -> CausalWan:
     device, dtype = spec.torch_device(), DTYPES[spec.dtype]
     if spec.kind == "tiny":
         return random_init_(CausalWan(preset(spec.config)), spec.seed).to(device, dtype).eval()
+    if spec.kind == "toy":  # the packaged checkpoint, through the loader's Wan folder path (strict load)
+        from deepforcing.loading import load_generator
+
+        spec.check_files()
+        model = CausalWan(preset(spec.config))
+        load_generator(model, spec.toy_checkpoint(), kind="auto")
+        return model.to(device, dtype).eval()
     from deepforcing.loading import build_generator
 
     model, _ = build_generator(spec.kind, weights=spec.weights(), dtype=dtype, device=device,
@@ -237,6 +271,15 @@ def prompt_slug(index: int, prompt: str) -> str:
     return f"{index:04d}_{words}"
 
 
+def seams(point: PointConfig) -> tuple[int, int]:
+    """Pixel frames of the point's first generated chunk and of every later one (chunk boundaries)."""
+    from deepforcing.vae import pixel_frames
+
+    stride = preset(point.model.config).vae_stride[0]
+    chunk = point.rollout.chunk_frames
+    return pixel_frames(chunk, stride), chunk * stride
+
+
 def _video_size(spec: ModelSpec, rollout: RolloutConfig) -> RolloutConfig:
     if rollout.latent_hw is None:  # the preset's video size, whatever the checkpoint's config says
         rollout = replace(rollout, latent_hw=preset(spec.config).latent_hw)
@@ -254,7 +297,7 @@ class _Sink:
         vae = runtime.vae(point.model)
         self.decoder = vae.stream(output="uint8")
         self.writer = VideoWriter(mp4, fps=point.fps, crf=point.crf) if mp4 is not None else None
-        scorer = runtime.scorer(dims, point.segment_seconds, point.clips) if dims else None
+        scorer = runtime.scorer(dims, point.segment_seconds, point.clips, seams(point)) if dims else None
         # the video's length is known in advance, so the scorer keeps only the frames of clips still to score
         self.stream = StreamingScorer(scorer, point.fps, prompt=prompt, layout="TCHW", name=name,
                                       num_frames=pixel_frames(latent_frames, vae.stride[0])) if scorer else None
@@ -480,7 +523,7 @@ def _fill_video(runtime: Runtime, point: PointConfig, store, name: str, prompt: 
     lat = store.latents_path(name)
     if lat.exists():
         need = dims_to_score(record, scoring)
-        scorer = runtime.scorer(need, point.segment_seconds, point.clips) if need else None
+        scorer = runtime.scorer(need, point.segment_seconds, point.clips, seams(point)) if need else None
         can_score = scorer is not None and any(m not in scorer.skipped for m in need)
         write_mp4 = record is None or not mp4.exists()
         if not can_score and not write_mp4:

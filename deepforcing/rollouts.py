@@ -99,7 +99,9 @@ class BlockRollout(Rollout):
             for i, t in enumerate(steps):
                 flow = self.call(x, t, text, span, Phase("denoise", i, t))
                 x0 = sched.flow_to_x0(flow, x, per_frame(t, x))
-                if i + 1 < len(steps):
+                if i + 1 < len(steps) and rc.sampler == "euler":
+                    x = sched.euler_step(flow, x, per_frame(t, x), per_frame(steps[i + 1], x))
+                elif i + 1 < len(steps):
                     x = sched.add_noise(x0, noise.step(c, i), per_frame(steps[i + 1], x))
             self.commit(c, x0, text, span)
             out.write(span.start, x0)
@@ -130,6 +132,8 @@ class RollingRollout(Rollout):
 
     def __init__(self, engine: Engine, policy: CachePolicy, rc: RolloutConfig, geom: Geometry):
         super().__init__(engine, policy, rc, geom)
+        if rc.sampler != "renoise":
+            raise ConfigError("the rolling rollout re-noises its window (Rolling Forcing): use sampler='renoise'")
         self.window_chunks = len(self.steps)
         self.window_frames = self.window_chunks * rc.chunk_frames
         check = getattr(policy, "check_window", None)

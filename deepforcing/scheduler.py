@@ -66,3 +66,9 @@ class FlowMatch:
         """``x0 = x_t - sigma_t * flow`` in float64, cast back to ``flow``'s dtype."""
         s = self._bcast(self.sigma(t).to(torch.float64).to(flow.device), flow)
         return (x_t.double() - s * flow.double()).to(flow.dtype)
+
+    def euler_step(self, flow: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor, t_next: torch.Tensor) -> torch.Tensor:
+        """One Euler step of the flow ODE: ``x_t + (sigma_next - sigma_t) * flow`` (float64, cast back)."""
+        s = self._bcast(self.sigma(t).to(torch.float64).to(flow.device), flow)
+        s_next = self._bcast(self.sigma(t_next).to(torch.float64).to(flow.device), flow)
+        return (x_t.double() + (s_next - s) * flow.double()).to(flow.dtype)

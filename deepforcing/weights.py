@@ -25,7 +25,9 @@ works as is::
 
 Every path can be overridden (``paths={"self_forcing.generator": "/data/sf.pt"}``); relative
 overrides are taken relative to the root, Wan files relative to ``wan_dir``. Kind ``tiny`` needs no
-files (random weights). On the command line (conf/model/*.yaml) the root is ``model.weights_root``
+files (random weights); kind ``toy`` is trained on the toy world (deepforcing.toyworld) and its
+checkpoint ships inside the package (:data:`TOY_CHECKPOINT`), with a fixed codec and text table.
+On the command line (conf/model/*.yaml) the root is ``model.weights_root``
 and a kind's own files are ``model.checkpoint`` and ``model.lora``; the messages use those names.
 """
 
@@ -89,9 +91,15 @@ FILES: dict[str, WeightFile] = {
     )
 }
 
+# The toy model's checkpoint folder (config.json + diffusion_pytorch_model.safetensors), part of the package.
+TOY_CHECKPOINT = Path(__file__).resolve().parent / "assets" / "toy"
+# Kinds that need nothing under the weights root: random weights, or files shipped with the package.
+EMBEDDED_KINDS = {"tiny": "none: random weights", "toy": "none: checkpoint in the package, deepforcing/assets/toy"}
+
 # What each kind's generator needs (the config.json gives the architecture).
 GENERATOR_FILES: dict[str, tuple[str, ...]] = {
     "tiny": (),
+    "toy": (),
     "wan": ("wan.config", "wan.dit"),
     "self_forcing": ("wan.config", "self_forcing.generator"),
     "rolling_forcing": ("wan.config", "rolling_forcing.generator"),
@@ -164,6 +172,8 @@ class WeightsConfig:
         _check_kind(kind)
         if kind == "tiny":
             raise ConfigError("kind 'tiny' has random weights and no checkpoint")
+        if kind == "toy":
+            return TOY_CHECKPOINT
         return self.wan_path if kind == "wan" else self.path(f"{kind}.generator")
 
     def lora(self, kind: str) -> Path | None:
@@ -177,7 +187,7 @@ class WeightsConfig:
         bad = sorted(set(components) - set(COMPONENT_FILES))
         if bad:
             raise ConfigError(f"unknown component(s) {bad}; known: {', '.join(COMPONENT_FILES)}")
-        if kind == "tiny":
+        if kind in EMBEDDED_KINDS:
             return []
         ids = list(GENERATOR_FILES[kind]) if "generator" in components else []
         for c in components:
@@ -242,9 +252,9 @@ class WeightsConfig:
 
         for kind in kinds:
             ids = self.files(kind, components=("generator",))
-            rows += [row(kind, i) for i in ids] or [f"| {kind} | (none: random weights) | | | yes |"]
+            rows += [row(kind, i) for i in ids] or [f"| {kind} | ({EMBEDDED_KINDS.get(kind, 'none')}) | | | yes |"]
         shared = [i for c in ALL_COMPONENTS if c != "generator" for i in COMPONENT_FILES[c]]
-        rows += [row("all but tiny", i) for i in shared]
+        rows += [row("all but tiny and toy", i) for i in shared]
         return "\n".join(rows) + "\n"
 
 

@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 import run  # noqa: E402
 
-FAST = ["num_frames=12", "logger=none", "metrics=flicker"]
+FAST = ["model=tiny", "num_frames=12", "logger=none", "metrics=flicker"]  # plumbing: the random-weights model
 
 
 def composed(overrides):
@@ -66,8 +66,10 @@ def test_compression_knob(compression, policy, select):
 
 
 def test_length_s_sets_latent_frames():
-    point = run.point_from_cfg(composed(["length_s=30"]))
+    point = run.point_from_cfg(composed(["model=tiny", "length_s=30"]))
     assert point.rollout.num_frames == 123  # 4*122+1 = 489 pixel frames >= 480 = 30 s at 16 fps
+    toy = run.point_from_cfg(composed(["length_s=30"]))  # the toy codec keeps every frame: 480, in whole chunks
+    assert toy.rollout.num_frames == 480
 
 
 def test_vbench_long_options_reach_the_scorer():
@@ -84,6 +86,25 @@ def test_vbench_long_options_reach_the_scorer():
 
     sc = Runtime().scorer(point.metrics, point.segment_seconds, point.clips)
     assert sc.cfg.clips.scene_split and sc.cfg.clips.seconds_for("overall_consistency") == 2.0
+
+
+def test_the_default_is_the_toy_model_with_its_prompts_metrics_and_steps():
+    from deepforcing.metrics import TOY_METRICS
+    from deepforcing.model import toy
+    from deepforcing.toyworld.world import parse_prompt
+
+    point = run.point_from_cfg(composed([]))
+    assert point.model.kind == "toy" and point.model.config == "toy"
+    assert set(TOY_METRICS) | {"temporal_flickering", "chunk_seam_flicker"} == set(point.metrics)
+    assert all(parse_prompt(p) for p in point.prompts)
+    assert point.rollout.steps == toy().sample_steps and point.rollout.shift == toy().sample_shift
+    assert point.rollout.sampler == "euler"
+    tiny = run.point_from_cfg(composed(["model=tiny"]))  # Wan's schedule for the others, unless a run names one
+    assert tiny.rollout.steps == (1000, 750, 500, 250) and tiny.rollout.shift == 5.0
+    assert tiny.rollout.sampler == "renoise"
+    assert set(tiny.metrics) == {"temporal_flickering", "chunk_seam_flicker"}
+    named = run.point_from_cfg(composed(["rollout.steps=[1000,500]", "rollout.shift=2.0"]))
+    assert named.rollout.steps == (1000, 500) and named.rollout.shift == 2.0
 
 
 def run_cli(args, tmp_path, timeout=600):
@@ -270,7 +291,7 @@ def test_a_failing_point_is_recorded_and_the_sweep_goes_on(tmp_path):
 
 def test_an_overlong_plan_is_refused_before_loading(tmp_path):
     """length_s=100000 is 27.8 hours of video per prompt: refused with the plan, nothing written."""
-    r = run_cli(["length_s=100000", "logger=none"], tmp_path)
+    r = run_cli(["model=tiny", "length_s=100000", "logger=none"], tmp_path)
     assert r.returncode != 0
     out = r.stderr + r.stdout
     assert "plan: 2 video(s) x 1600005 frames" in out and "plan.max_video_s=3600" in out and "force=true" in out
@@ -281,7 +302,7 @@ def test_an_overlong_plan_is_refused_before_loading(tmp_path):
 def test_plan_limits_use_the_measured_throughput(tmp_path):
     from deepforcing.plan import PlanLimits, plan_point, record_throughput
 
-    point = run.point_from_cfg(composed(["length_s=600"]))
+    point = run.point_from_cfg(composed(["model=tiny", "length_s=600"]))
     plan = plan_point(point, tmp_path)
     # 600 s x 16 fps = 9600 frames -> 2401 latent frames, rounded up to whole 3-frame chunks: 2403 -> 9609
     assert (plan.latent_frames, plan.frames) == (2403, 9609)

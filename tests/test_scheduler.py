@@ -46,3 +46,19 @@ def test_bad_steps():
         FlowMatch().step_list([1200])
     with pytest.raises(ConfigError):
         FlowMatch().step_list([])
+
+
+def test_an_euler_step_along_the_true_flow_lands_on_the_next_noise_level():
+    """With the exact flow (noise - x0), one Euler step from level t reaches x0 and the same noise mixed at
+    the next level, for any pair of table timesteps."""
+    from deepforcing.scheduler import FlowMatch
+
+    sched = FlowMatch(shift=3.0)
+    g = torch.Generator().manual_seed(0)
+    x0, eps = torch.randn(2, 3, 4, 5, 5, generator=g), torch.randn(2, 3, 4, 5, 5, generator=g)
+    steps = sched.step_list([1000, 700, 300])
+    for t, t_next in zip(steps[:-1], steps[1:], strict=True):
+        tt, tn = torch.full((2, 3), t), torch.full((2, 3), t_next)
+        x_t = sched.add_noise(x0, eps, tt)
+        out = sched.euler_step(eps - x0, x_t, tt, tn)
+        assert torch.allclose(out, sched.add_noise(x0, eps, tn), atol=1e-5)

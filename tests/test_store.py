@@ -185,7 +185,8 @@ def test_rescore_only_never_generates(tmp_path):
 
 def test_two_identical_sweeps_on_one_folder_compute_each_point_once(tmp_path):
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
-    args = [sys.executable, str(ROOT / "run.py"), "-m", "sink_ratio=0.25,0.5", "num_frames=12", "logger=none",
+    args = [sys.executable, str(ROOT / "run.py"), "-m", "model=tiny", "sink_ratio=0.25,0.5", "num_frames=12",
+            "logger=none",
             f"out_dir={tmp_path}"]
     procs = [subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
              for _ in range(2)]

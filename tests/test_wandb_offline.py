@@ -110,8 +110,8 @@ for p in range(n):
 def test_unreachable_server_costs_one_short_wait_and_both_points_log_offline(tmp_path):
     with silent_server() as (url, conns):
         t0 = time.monotonic()
-        r = subprocess.run([sys.executable, str(ROOT / "run.py"), "-m", "sink_ratio=0.25,0.5", "logger=wandb",
-                            "logger.timeout_s=2", "num_frames=12", "metrics=flicker", "compile=false",
+        r = subprocess.run([sys.executable, str(ROOT / "run.py"), "-m", "model=tiny", "sink_ratio=0.25,0.5",
+                            "logger=wandb", "logger.timeout_s=2", "num_frames=12", "metrics=flicker", "compile=false",
                             f"out_dir={tmp_path}"],
                            capture_output=True, text=True, timeout=300, env=wandb_env(url), cwd=ROOT)
         elapsed = time.monotonic() - t0

@@ -7,7 +7,7 @@ import sys
 import pytest
 
 from deepforcing.errors import ConfigError, WeightsError
-from deepforcing.weights import FILES, KINDS, WEIGHTS_ROOT_ENV, WeightsConfig, check, describe
+from deepforcing.weights import EMBEDDED_KINDS, FILES, KINDS, WEIGHTS_ROOT_ENV, WeightsConfig, check, describe
 
 
 def touch_all(weights, ids):
@@ -21,7 +21,7 @@ def touch_all(weights, ids):
             p.write_bytes(b"x")
 
 
-@pytest.mark.parametrize("kind", [k for k in KINDS if k != "tiny"])
+@pytest.mark.parametrize("kind", [k for k in KINDS if k not in EMBEDDED_KINDS])
 def test_check_lists_every_missing_file_in_one_error(tmp_path, kind):
     weights = WeightsConfig(root=tmp_path)
     ids = weights.files(kind)
@@ -34,6 +34,11 @@ def test_check_lists_every_missing_file_in_one_error(tmp_path, kind):
         f = FILES[i]
         assert f"- {i}:" in msg and str(weights.path(i)) in msg
         assert f"huggingface-cli download {f.repo} " in msg and f.repo_path in msg
+
+
+@pytest.mark.parametrize("kind", list(EMBEDDED_KINDS))
+def test_embedded_kinds_need_no_file_under_the_root(tmp_path, kind):
+    assert WeightsConfig(root=tmp_path).check(kind) == {}
 
 
 def test_only_the_missing_files_are_listed(tmp_path):

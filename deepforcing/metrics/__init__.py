@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from deepforcing.registry import Registry
 
-from .specs import SPECS, VBENCH_SEVEN, MetricSpec
+from .specs import SPECS, TOY_METRICS, VBENCH_SEVEN, MetricSpec
 
 METRICS = Registry("metric")
 for _name, _target in {
@@ -22,6 +22,12 @@ for _name, _target in {
     "motion_smoothness": "deepforcing.metrics.dims.motion:MotionSmoothness",
     "dynamic_degree": "deepforcing.metrics.dims.dynamic:DynamicDegree",
     "overall_consistency": "deepforcing.metrics.dims.overall:OverallConsistency",
+    "chunk_seam_flicker": "deepforcing.metrics.dims.seams:ChunkSeamFlicker",
+    "toy_object_count": "deepforcing.metrics.dims.toy:ToyObjectCount",
+    "toy_colour_fidelity": "deepforcing.metrics.dims.toy:ToyColourFidelity",
+    "toy_motion": "deepforcing.metrics.dims.toy:ToyMotion",
+    "toy_sharpness": "deepforcing.metrics.dims.toy:ToySharpness",
+    "toy_colour_drift": "deepforcing.metrics.dims.toy:ToyColourDrift",
 }.items():
     METRICS.register(_name, _target)
 
@@ -40,4 +46,4 @@ def __getattr__(name: str):  # lazy heavy imports
     raise AttributeError(name)
 
 
-__all__ = ["METRICS", "SPECS", "MetricSpec", "VBENCH_SEVEN", "ALL_DIMENSIONS"]
+__all__ = ["METRICS", "SPECS", "MetricSpec", "VBENCH_SEVEN", "TOY_METRICS", "ALL_DIMENSIONS"]

@@ -90,6 +90,9 @@ class EvalConfig:
     slow_fast: SlowFastConfig = field(default_factory=SlowFastConfig)
     imaging_preprocess: str = "longer"  # VBench's imaging_quality_preprocessing_mode
     clip_fp16_on_cuda: bool = True  # as openai-clip's loader (hence VBench) does on GPU
+    #: pixel frames of the first generated chunk and of every later one (chunk_seam_flicker's boundaries);
+    #: the default is Wan's 3-latent-frame chunk through its 4x temporal VAE
+    seams: tuple[int, int] = (9, 12)
     progress: bool = True
 
     def __post_init__(self) -> None:
@@ -103,6 +106,9 @@ class EvalConfig:
                 f"imaging_preprocess={self.imaging_preprocess!r}; use one of longer, shorter, "
                 "shorter_centercrop, None (VBench's imaging_quality_preprocessing_mode)."
             )
+        if len(self.seams) != 2 or min(self.seams) < 1:
+            raise ConfigError(f"seams must be two positive frame counts (first chunk, later chunks), got {self.seams}.")
+        self.seams = tuple(int(s) for s in self.seams)
         if self.batch_size < 1:
             raise ConfigError(f"batch_size must be >= 1, got {self.batch_size}.")
         if self.drift.segment_seconds <= 0:

@@ -84,8 +84,48 @@ SPECS: dict[str, MetricSpec] = {
             "(VBench competition text alignment)",
             "vbench-comp-1", ("clip_vit_b32",), 10.0, needs_prompt=True, min_frames=1,
         ),
+        MetricSpec(
+            "chunk_seam_flicker", "lower",
+            "clip: (mean |frame_i+1 - frame_i| over pairs across a generated-chunk boundary - the same over pairs "
+            "inside a chunk) / 255; video: mean over clips",
+            "seam-1", (), 2.0, min_frames=3,
+        ),
+        # Toy-world metrics (deepforcing.toyworld.rules on decoded frames; toy-world prompts only).
+        MetricSpec(
+            "toy_object_count", "higher",
+            "clip: fraction of frames with as many objects (world-colour blobs >= a third of an object) as the "
+            "prompt names; video: mean over clips",
+            "toy-1", (), 1.0, needs_prompt=True, min_frames=1,
+        ),
+        MetricSpec(
+            "toy_colour_fidelity", "higher",
+            "clip: fraction of frames whose object colours equal the prompt's and whose background is the "
+            "prompt's; video: mean over clips",
+            "toy-1", (), 1.0, needs_prompt=True, min_frames=1,
+        ),
+        MetricSpec(
+            "toy_motion", "higher",
+            "clip: mean centroid speed of single-blob objects over consecutive frames / the middle of the prompt's "
+            "speed class (1: the world's speed, 0: frozen); video: mean over clips",
+            "toy-1", (), 1.0, needs_prompt=True, min_frames=2,
+        ),
+        MetricSpec(
+            "toy_sharpness", "higher",
+            "clip: mean over frames of the fraction of pixels within RGB distance 40 of a world colour; "
+            "video: mean over clips",
+            "toy-1", (), 1.0, min_frames=1,
+        ),
+        MetricSpec(
+            "toy_colour_drift", "lower",
+            "clip: total-variation distance between its world-colour histogram and the first drift segment's; "
+            "video: mean over clips",
+            "toy-1", (), 1.0, min_frames=1,
+        ),
     )
 }
+
+#: the toy-world metrics (deepforcing.toyworld), in report order
+TOY_METRICS = ("toy_object_count", "toy_colour_fidelity", "toy_motion", "toy_sharpness", "toy_colour_drift")
 
 #: dimensions of VBench's Quality score, with their weights (dynamic degree counts half)
 QUALITY_WEIGHTS = {

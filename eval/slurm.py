@@ -68,14 +68,13 @@ def sweep_configs(overrides: list[str], config_dir: str | Path = ROOT / "conf") 
     return base, points
 
 
-def executor(launcher: DictConfig, folder: str | Path | None = None):
-    """The submitit executor ``hydra.launcher`` builds (as ``BaseSubmititLauncher.launch`` does)."""
+def executor(params: dict, cluster: str = "slurm", folder: str | Path | None = None):
+    """The submitit executor for the launcher settings ``params`` (``hydra.launcher`` without ``_target_``),
+    built as ``BaseSubmititLauncher.launch`` builds it; the SLURM launcher of ``hydra_plugins.deepforcing_slurm``
+    submits with it."""
     import submitit
     from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf
 
-    params = OmegaConf.to_container(launcher, resolve=True)
-    target = params.pop("_target_")
-    cluster = "slurm" if target.endswith(".SlurmLauncher") else "local"
     specific = {"max_num_timeout"}
     init = {f"{cluster}_{k}": v for k, v in params.items() if k in specific}
     try:
@@ -94,7 +93,9 @@ def render_sbatch(launcher: DictConfig, points: int, folder: str | Path | None =
     ``points`` tasks (submitit's ``map_array``, as the Hydra launcher submits a sweep)."""
     from submitit.slurm.slurm import _make_sbatch_string
 
-    ex = executor(launcher, folder)._executor
+    params = OmegaConf.to_container(launcher, resolve=True)
+    params.pop("_target_")
+    ex = executor(params, "slurm", folder)._executor
     params = dict(ex.parameters)
     if points > 1:
         params["map_count"] = points

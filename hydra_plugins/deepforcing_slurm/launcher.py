@@ -1,0 +1,77 @@
+"""The SLURM launcher of ``cluster=slurm_h100`` and ``cluster=slurm_local``: hydra-submitit-launcher's,
+waiting for every job of the sweep.
+
+The plugin's launcher (hydra-submitit-launcher 1.2.0) collects the jobs' results in order and raises at
+the first job that ended without one (cancelled with ``scancel``, past its time limit, its node lost):
+the submitting process exits while other jobs still run, and the end of the sweep (eval.sweep.SweepEnd:
+one compile, the failures listed, exit status 1) never runs. This launcher submits the same job array
+(built by ``eval.slurm.executor``, as the plugin builds it) and waits for every job; a job without a
+result becomes that point's failed outcome, as ``run.py`` records a point that fails inside its job. The
+sweep then ends as any other, and the same command again finishes what is missing (finished points are
+skipped, a killed point resumes after its last finished video).
+
+The jobs run the plugin's own launcher (this one pickles as it), so the nodes need nothing of this file;
+Hydra finds it beside ``run.py`` (plugins live in the ``hydra_plugins`` namespace).
+"""
+
+from __future__ import annotations
+
+import copyreg
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from hydra.core.singleton import Singleton
+from hydra.core.utils import JobReturn, JobStatus, filter_overrides
+from hydra_plugins.hydra_submitit_launcher import submitit_launcher
+
+log = logging.getLogger(__name__)
+
+
+class SlurmLauncher(submitit_launcher.SlurmLauncher):
+    def __reduce__(self):
+        # the jobs unpickle hydra-submitit-launcher's SlurmLauncher (its __call__ runs the job)
+        base = sys.modules[submitit_launcher.__name__].SlurmLauncher
+        return copyreg._reconstructor, (base, object, None), self.__dict__
+
+    def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
+        from eval.slurm import executor
+
+        assert self.config is not None
+        assert len(job_overrides) > 0
+        ex = executor(self.params, self._EXECUTOR)
+        log.info(f"Submitit '{self._EXECUTOR}' sweep output dir : {self.config.hydra.sweep.dir}")
+        sweep_dir = Path(str(self.config.hydra.sweep.dir))
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+        if "mode" in self.config.hydra.sweep:
+            os.chmod(sweep_dir, mode=int(str(self.config.hydra.sweep.mode), 8))
+        job_params = []
+        for i, overrides in enumerate(job_overrides):
+            idx = initial_job_idx + i
+            log.info(f"\t#{idx} : {' '.join(filter_overrides(overrides))}")
+            job_params.append((list(overrides), "hydra.sweep.dir", idx, f"job_id_for_{idx}", Singleton.get_state()))
+        jobs = ex.map_array(self, *zip(*job_params, strict=True))
+        return [self._result(job, list(overrides), initial_job_idx + i)
+                for i, (job, overrides) in enumerate(zip(jobs, job_overrides, strict=True))]
+
+    def _result(self, job, overrides: list[str], idx: int) -> JobReturn:
+        from submitit.core.utils import FailedJobError, UncompletedJobError
+
+        try:
+            return job.results()[0]
+        except (UncompletedJobError, FailedJobError) as e:
+            error = (f"SLURM job {job.job_id} ended without a result (state {job.state}); its log: "
+                     f"{job.paths.stderr}" if isinstance(e, UncompletedJobError) else
+                     f"SLURM job {job.job_id} failed: {str(e).strip().splitlines()[-1] if str(e).strip() else e}")
+        from deepforcing.store import write_json_atomic
+        from eval.sweep import outcome_dir
+
+        cfg = self.hydra_context.config_loader.load_sweep_config(self.config, overrides)
+        outcome = {"status": "failed", "error": error, "overrides": overrides}
+        write_json_atomic(outcome_dir(cfg.out_dir, cfg.sweep) / f"job-{idx}.json", outcome)
+        print(f"FAILED {' '.join(overrides)}: {error} (the sweep goes on)", file=sys.stderr, flush=True)
+        ret = JobReturn(overrides=overrides, cfg=cfg, status=JobStatus.COMPLETED)
+        ret.return_value = outcome
+        return ret

@@ -140,10 +140,10 @@ def test_a_sweep_runs_as_slurm_jobs_with_the_local_runs_scores(slurm, tmp_path):
 
 
 def test_a_cancelled_job_is_finished_by_a_rerun(slurm, tmp_path, request):
-    """scancel a point's job between two of its videos: the submitting process stops saying which job
-    was cancelled; the same command again finishes that point from where it stopped (the finished video
-    is kept, not made again), skips the finished point, leaves no partial file, and the resumed point
-    equals an uninterrupted run."""
+    """scancel a point's job between two of its videos: the submitting process waits for the other job,
+    lists the cancelled one's point as failed, compiles once and exits 1; the same command again finishes
+    that point from where it stopped (the finished video is kept, not made again), skips the finished
+    point, leaves no partial file, and the resumed point equals an uninterrupted run."""
     out = tmp_path / "out"
     args = ["-m", "cluster=slurm_local", "sink_ratio=0.25,0.5", *LONG]
     # the uninterrupted run to compare with, meanwhile (it overlaps the time spent waiting on SLURM)
@@ -171,8 +171,12 @@ def test_a_cancelled_job_is_finished_by_a_rerun(slurm, tmp_path, request):
     finally:
         if proc.poll() is None:
             proc.kill()
+    # the submitter waited for both jobs, recorded the cancelled one as its point's failure, compiled once
     log = (tmp_path / "first.log").read_text()
-    assert rc != 0 and f"Job {job}_1" in log and "CANCELLED" in log, log[-3000:]
+    assert rc == 1, log[-3000:]
+    assert re.search(rf"FAILED .*sink_ratio=0\.5 .*: SLURM job {job}_1 ended without a result \(state CANCELLED", log)
+    assert "1 of 2 point(s) of sweep 'default' failed" in log and f"SLURM job {job}_1" in log.split("failed:")[-1]
+    assert len(re.findall(r"compiled .*report\.md", log)) == 1
     states = sacct(job)
     assert states[f"{job}_0"] == "COMPLETED" and states[f"{job}_1"].startswith("CANCELLED"), states
     assert sorted(kept) == ["0000_a_red_fox_trots_through_snow.json",
@@ -180,6 +184,10 @@ def test_a_cancelled_job_is_finished_by_a_rerun(slurm, tmp_path, request):
                             "0000_a_red_fox_trots_through_snow.mp4"]
     assert not (target / "summary.json").exists(), "the job finished before SLURM killed it: make the videos longer"
     assert len(list((target / "videos").glob("*.json"))) < len(PROMPTS)  # cancelled mid-point
+    import pandas as pd
+
+    fails = pd.read_csv(out / "reports" / "default" / "tables" / "failed_points.csv")
+    assert list(fails["key"]) == [target.name] and list(fails["status"]) == ["incomplete"]
 
     r = run_cli([*args, f"hydra.sweep.dir={tmp_path / 'second'}"], out)
     assert r.returncode == 0, r.stderr[-3000:]

@@ -94,10 +94,11 @@ alive() { [ -s "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }  # alive PIDFILE (
 node_state() { sinfo -h -N -n localhost -o %t 2>/dev/null | head -n 1; }
 
 write_configs() {
-  local cpus mem
-  cpus=$(nproc)
-  # slurmd drains a node that claims more memory than it has: its own measure, less 1 GiB for the system
-  mem=$(slurmd -C | sed -n 's/.*RealMemory=\([0-9]*\).*/\1/p')
+  local hw cpus mem
+  # slurmd drains a node that claims more than it has: its own measure, less 1 GiB of memory for the system
+  hw=$(slurmd -C)
+  cpus=$(sed -n 's/.* CPUs=\([0-9]*\).*/\1/p' <<<"$hw")
+  mem=$(sed -n 's/.*RealMemory=\([0-9]*\).*/\1/p' <<<"$hw")
   mem=$(( mem > 2048 ? mem - 1024 : mem ))
   mkdir -p "$CONF_DIR"
   cat > "$CONF_DIR/slurm.conf" <<EOF

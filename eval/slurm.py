@@ -3,18 +3,21 @@
     python -m eval.slurm cluster=slurm_h100 experiment=table1 model=self_forcing   # run from the repository
 
 prints, for every point of the sweep, its plan (videos, frames, time from the throughput measured on this
-model and device), the job time limit the rule below gives for the longest point, and then the batch
-script that ``python run.py -m <the same overrides>`` submits (one array job, one task per point). It
-composes the configuration as ``run.py -m`` does and builds the submitit executor as the Hydra submitit
-launcher does (``hydra-submitit-launcher`` 1.2.0, ``submitit`` 1.5.4, both pinned); nothing is submitted
-and no model is loaded. Exit status 1 when the configured time limit is shorter than the rule's.
+model and device) and the job time limit, then the batch script that ``python run.py -m <the same
+overrides>`` submits (one array job, one task per point). It composes the configuration as ``run.py -m``
+does and builds the submitit executor as the SLURM launcher does (``hydra_plugins/deepforcing_slurm``,
+over ``hydra-submitit-launcher`` 1.2.0 and ``submitit`` 1.5.4, both pinned); nothing is submitted and no
+model is loaded.
 
 The time rule: a point's job needs ``TIME_FACTOR`` x the plan's generation estimate (scoring the videos,
 decoding them, and slower nodes) plus ``TIME_OVERHEAD_MIN`` (loading weights, encoding prompts, writing
-the store), rounded up to whole minutes; the array's limit is the longest point's. A point without a
-measured throughput (no point of that model ran on that device yet) has no estimate: the configured
-``hydra.launcher.timeout_min`` stands (``cluster=slurm_h100``: 720 minutes). A point that outlives its
-limit is not lost: the store keeps every finished video and a rerun resumes after the last one.
+the store), rounded up to whole minutes; the array's limit is the longest point's. With
+``hydra.launcher.time_from_plan=true`` (the default of the ``cluster=slurm_*`` configs) the launcher asks
+for that limit whenever every point of the sweep has an estimate; a point without a measured throughput
+(no point of that model ran on that device yet) has none, and then the configured
+``hydra.launcher.timeout_min`` stands. With ``time_from_plan=false`` the configured limit is always used,
+and this command exits 1 when it is shorter than the rule's. A point that outlives its limit is not lost:
+the store keeps every finished video and a rerun resumes after the last one.
 """
 
 from __future__ import annotations
@@ -88,52 +91,77 @@ def executor(params: dict, cluster: str = "slurm", folder: str | Path | None = N
     return ex
 
 
-def render_sbatch(launcher: DictConfig, points: int, folder: str | Path | None = None) -> str:
-    """The batch script ``launcher`` submits for a sweep of ``points`` points: one job, or one array of
-    ``points`` tasks (submitit's ``map_array``, as the Hydra launcher submits a sweep)."""
+def plan_times(cfgs: list[DictConfig]) -> tuple[int | None, list[str]]:
+    """The rule's job time limit for the sweep's points (None unless every point has an estimate) and one
+    line per point (its plan and need) or per planning error (weights or prompts not on this machine)."""
+    from deepforcing.plan import plan_point
+
+    run = _run_module()
+    needs, lines, unplanned = [], [], {}
+    for cfg in cfgs:
+        label = " ".join(o for o in cfg.hydra.overrides.task if not o.startswith(("cluster=", "hydra.")))
+        label = label or "(defaults)"
+        try:
+            plan = plan_point(run.point_from_cfg(cfg), cfg.out_dir)
+        except Exception as e:  # the point's job reports it; the time falls back to the configured one
+            unplanned.setdefault(f"{type(e).__name__}: {e}", []).append(label)
+            needs.append(None)
+            continue
+        needs.append(rule_minutes(plan.est_seconds))
+        lines.append(f"{label}: {plan.describe()}; job time {f'{needs[-1]} min' if needs[-1] else 'unknown'}")
+    for err, labels in unplanned.items():
+        lines.append(f"cannot plan {len(labels)} point(s) ({labels[0]}{', ...' if len(labels) > 1 else ''}): {err}")
+    return (max(needs) if needs and None not in needs else None), lines
+
+
+def job_params(params: dict, cfgs: list[DictConfig]) -> tuple[dict, int | None, list[str]]:
+    """The launcher settings ``params`` a sweep of ``cfgs`` is submitted with (``time_from_plan`` applied:
+    ``timeout_min`` becomes the rule's limit when every point has an estimate), the rule's limit, and the
+    lines of :func:`plan_times`."""
+    params = dict(params)
+    from_plan = params.pop("time_from_plan", False)
+    minutes, lines = plan_times(cfgs)
+    if from_plan and minutes:
+        params["timeout_min"] = minutes
+    return params, minutes, lines
+
+
+def render_sbatch(launcher: DictConfig, cfgs: list[DictConfig], folder: str | Path | None = None) -> str:
+    """The batch script ``launcher`` submits for a sweep of the points ``cfgs``: one job, or one array of
+    a task per point (submitit's ``map_array``, as the launcher submits a sweep)."""
     from submitit.slurm.slurm import _make_sbatch_string
 
     params = OmegaConf.to_container(launcher, resolve=True)
     params.pop("_target_")
+    params, _, _ = job_params(params, cfgs)
     ex = executor(params, "slurm", folder)._executor
     params = dict(ex.parameters)
-    if points > 1:
-        params["map_count"] = points
+    if len(cfgs) > 1:
+        params["map_count"] = len(cfgs)
     return _make_sbatch_string(command=ex._submitit_command_str, folder=ex.folder, **params)
 
 
 def main(argv: list[str] | None = None) -> int:
-    run = _run_module()
-    from deepforcing.errors import ConfigError
-    from deepforcing.plan import plan_point
-
     overrides = list(sys.argv[1:] if argv is None else argv)
     base, points = sweep_configs(overrides)
-    if base.hydra.launcher._target_.split(".")[-1] != "SlurmLauncher":
+    launcher = base.hydra.launcher
+    if launcher._target_.split(".")[-1] != "SlurmLauncher":
         print("not a SLURM launcher: pass cluster=slurm_h100 (or cluster=slurm_local)", file=sys.stderr)
         return 2
-    longest, unplanned = None, {}
-    for cfg in points:
-        label = " ".join(o for o in cfg.hydra.overrides.task if not o.startswith(("cluster=", "hydra.")))
-        try:
-            point = run.point_from_cfg(cfg)
-            plan = plan_point(point, cfg.out_dir)
-        except (ConfigError, OSError) as e:  # e.g. weights or prompts not on this machine
-            unplanned.setdefault(f"{type(e).__name__}: {e}", []).append(label or "(defaults)")
-            continue
-        need = rule_minutes(plan.est_seconds)
-        print(f"{label or '(defaults)'}: {plan.describe()}; job time "
-              f"{f'{need} min' if need else 'unknown'}", file=sys.stderr)
-        longest = need if need and (longest is None or need > longest) else longest
-    for err, labels in unplanned.items():
-        print(f"cannot plan {len(labels)} point(s) ({labels[0]}{', ...' if len(labels) > 1 else ''}): {err}",
+    configured, from_plan = int(launcher.timeout_min), bool(launcher.get("time_from_plan"))
+    _, rule, lines = job_params({"time_from_plan": from_plan}, points)
+    for line in lines:
+        print(line, file=sys.stderr)
+    rule_text = f"rule {rule} min" if rule else "rule unknown (not every point has a measured throughput)"
+    if from_plan:
+        limit = rule or configured
+        print(f"{len(points)} point(s); time limit {limit} min ({rule_text}; configured {configured} min)",
               file=sys.stderr)
-    configured = int(base.hydra.launcher.timeout_min)
-    short = longest is not None and configured < longest
-    print(f"{len(points)} point(s); time limit: configured {configured} min, rule "
-          f"{f'{longest} min' if longest else 'unknown (no throughput measured)'}"
-          + (f": too short, pass hydra.launcher.timeout_min={longest}" if short else ""), file=sys.stderr)
-    print(render_sbatch(base.hydra.launcher, len(points)))
+    short = not from_plan and rule is not None and configured < rule
+    if not from_plan:
+        print(f"{len(points)} point(s); time limit {configured} min (configured, time_from_plan=false; {rule_text})"
+              + (f": too short, pass hydra.launcher.timeout_min={rule}" if short else ""), file=sys.stderr)
+    print(render_sbatch(launcher, points))
     return 1 if short else 0
 
 

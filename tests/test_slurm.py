@@ -95,10 +95,15 @@ def test_a_sweep_runs_as_slurm_jobs_with_the_local_runs_scores(slurm, tmp_path):
     """cluster=slurm_local: one array task per point, results in the store as a local run writes them
     (same keys, scores and mp4 bytes), the jobs' outcomes collected and the report compiled once, by the
     submitting process, after the last job; the batch script is the one eval.slurm renders."""
+    from eval.slurm import render_sbatch, sweep_configs
+
     local = run_cli(["-m", *SWEEP], tmp_path / "local")
     assert local.returncode == 0, local.stderr[-3000:]
     out, sweep_dir = tmp_path / "slurm", tmp_path / "slurm" / "sweep"
     args = ["-m", "cluster=slurm_local", *SWEEP, f"hydra.sweep.dir={sweep_dir}"]
+    base, cfgs = sweep_configs([*args[1:], f"out_dir={out}"])
+    assert len(cfgs) == 3
+    expected = render_sbatch(base.hydra.launcher, cfgs)  # before the run: nothing measured in out_dir
     r = run_cli(args, out)
     assert r.returncode == 0, r.stderr[-3000:]
 
@@ -129,14 +134,12 @@ def test_a_sweep_runs_as_slurm_jobs_with_the_local_runs_scores(slurm, tmp_path):
     assert all(f"deep_forcing (sink_ratio={ratio})" in report.read_text() for ratio in there)
     assert report.stat().st_mtime > max((d / "summary.json").stat().st_mtime for d in there.values())
 
-    # what was submitted is what eval.slurm renders for the same command line
-    from eval.slurm import render_sbatch, sweep_configs
-
-    base, cfgs = sweep_configs([*args[1:], f"out_dir={out}"])
-    assert len(cfgs) == 3
+    # what was submitted is what eval.slurm rendered for the same command line; no throughput was measured
+    # in this results folder yet, so the time limit is the configured one
     submitted = (sweep_dir / ".submitit" / job / f"{job}_submission.sh").read_text()
-    assert render_sbatch(base.hydra.launcher, len(cfgs)) == submitted
+    assert submitted == expected
     assert "#SBATCH --array=0-2%3\n" in submitted and "#SBATCH --partition=cpu\n" in submitted
+    assert "#SBATCH --time=60\n" in submitted
 
 
 def test_a_cancelled_job_is_finished_by_a_rerun(slurm, tmp_path, request):
@@ -189,10 +192,20 @@ def test_a_cancelled_job_is_finished_by_a_rerun(slurm, tmp_path, request):
     fails = pd.read_csv(out / "reports" / "default" / "tables" / "failed_points.csv")
     assert list(fails["key"]) == [target.name] and list(fails["status"]) == ["incomplete"]
 
+    # the finished point measured the throughput: the rerun's jobs ask for the time the plans need
+    from eval.slurm import plan_times, sweep_configs
+
+    rule, _ = plan_times(sweep_configs([*args[1:], f"out_dir={out}"])[1])
+    assert rule is not None and rule < 60
     r = run_cli([*args, f"hydra.sweep.dir={tmp_path / 'second'}"], out)
     assert r.returncode == 0, r.stderr[-3000:]
     assert len(re.findall(r"compiled .*report\.md", r.stdout + r.stderr)) == 1
     job2 = array_job(tmp_path / "second")
+    def submitted(sweep_dir, job):
+        return (sweep_dir / ".submitit" / job / f"{job}_submission.sh").read_text()
+
+    assert "#SBATCH --time=60\n" in submitted(first_dir, job)
+    assert f"#SBATCH --time={rule}\n" in submitted(tmp_path / "second", job2)
     assert sacct(job2) == {f"{job2}_0": "COMPLETED", f"{job2}_1": "COMPLETED"}
     found = points(out)
     assert sorted(found) == [0.25, 0.5] and found[0.5] == target
@@ -213,14 +226,15 @@ def test_a_cancelled_job_is_finished_by_a_rerun(slurm, tmp_path, request):
 
 @pytest.mark.skipif(shutil.which("srun") is None, reason="SLURM's client (srun) is not installed: submitit renders "
                     "a SLURM batch script only where it is (scripts/local_slurm.sh install)")
-def test_slurm_h100_batch_script_asks_for_what_a_point_needs(tmp_path):
+def test_slurm_h100_batch_script_asks_for_what_a_point_needs(tmp_path, capsys):
     """cluster=slurm_h100 as submitted (rendered by submitit, nothing submitted): one GPU, its CPUs,
-    memory, the time limit; one array task per point of a paper table; the time rule from the plan."""
+    memory, the time limit; one array task per point of a paper table; the time from the plans."""
     from eval.slurm import main, render_sbatch, rule_minutes, sweep_configs
 
+    # no weights nor prompt sets here: the points cannot be planned, the configured 720 minutes stand
     base, cfgs = sweep_configs(["cluster=slurm_h100", "experiment=table1", f"out_dir={tmp_path}"])
     assert len(cfgs) == 10  # 5 systems x 2 lengths
-    text = render_sbatch(base.hydra.launcher, len(cfgs))
+    text = render_sbatch(base.hydra.launcher, cfgs)
     flags = dict(re.findall(r"^#SBATCH --([\w-]+)=(.*)$", text, re.M))
     assert flags == {
         "array": "0-9%10", "gpus-per-node": "1", "cpus-per-task": "16", "mem": "128GB", "time": "720",
@@ -230,8 +244,9 @@ def test_slurm_h100_batch_script_asks_for_what_a_point_needs(tmp_path):
     assert flags["output"].startswith(str(tmp_path / ".hydra" / "multirun"))
     assert re.search(r"^srun .* -u -m submitit\.core\._submit ", text, re.M)
     # site settings reach the script
-    base, _ = sweep_configs(["cluster=slurm_h100", "hydra.launcher.partition=h100", "hydra.launcher.account=lab"])
-    text = render_sbatch(base.hydra.launcher, 1)
+    base, cfgs = sweep_configs(["cluster=slurm_h100", "hydra.launcher.partition=h100", "hydra.launcher.account=lab",
+                                f"out_dir={tmp_path}"])
+    text = render_sbatch(base.hydra.launcher, cfgs)
     assert "#SBATCH --partition=h100\n" in text and "#SBATCH --account=lab\n" in text and "--array" not in text
 
     # the time rule: twice the plan's estimate plus 30 minutes, from the throughput measured on the model
@@ -245,6 +260,12 @@ def test_slurm_h100_batch_script_asks_for_what_a_point_needs(tmp_path):
     assert est == pytest.approx(2 * 9609 / 10.0)  # two prompts of 9609 frames
     need = rule_minutes(est)
     assert need == 95  # ceil(2 x 1921.8 s / 60 + 30)
-    assert main(sweep) == 0  # 720 minutes are enough
-    assert main([*sweep, "hydra.launcher.timeout_min=60"]) == 1
-    assert main([*sweep, f"hydra.launcher.timeout_min={need}"]) == 0
+    capsys.readouterr()
+    assert main(sweep) == 0  # both points have an estimate: the jobs ask for the rule's time
+    out = capsys.readouterr()
+    assert "#SBATCH --time=95\n" in out.out and "#SBATCH --array=0-1%2\n" in out.out
+    assert "time limit 95 min (rule 95 min; configured 720 min)" in out.err
+    fixed = [*sweep, "hydra.launcher.time_from_plan=false"]
+    assert main(fixed) == 0 and "#SBATCH --time=720\n" in capsys.readouterr().out
+    assert main([*fixed, "hydra.launcher.timeout_min=60"]) == 1  # shorter than the plans need
+    assert "too short, pass hydra.launcher.timeout_min=95" in capsys.readouterr().err

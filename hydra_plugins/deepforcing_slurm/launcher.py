@@ -10,24 +10,38 @@ result becomes that point's failed outcome, as ``run.py`` records a point that f
 sweep then ends as any other, and the same command again finishes what is missing (finished points are
 skipped, a killed point resumes after its last finished video).
 
-The jobs run the plugin's own launcher (this one pickles as it), so the nodes need nothing of this file;
-Hydra finds it beside ``run.py`` (plugins live in the ``hydra_plugins`` namespace).
+It also asks for the job time the sweep's plans need (``time_from_plan``, eval/slurm.py). Configs use it as
+``override /hydra/launcher: deepforcing_slurm``. The jobs run the plugin's own launcher (this one pickles
+as it), so the nodes need nothing of this file; Hydra finds it beside ``run.py`` (plugins live in the
+``hydra_plugins`` namespace).
 """
-
-from __future__ import annotations
 
 import copyreg
 import logging
 import os
 import sys
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
+from hydra.core.config_store import ConfigStore
 from hydra.core.singleton import Singleton
 from hydra.core.utils import JobReturn, JobStatus, filter_overrides
 from hydra_plugins.hydra_submitit_launcher import submitit_launcher
+from hydra_plugins.hydra_submitit_launcher.config import SlurmQueueConf
 
 log = logging.getLogger(__name__)
+
+
+@dataclass
+class DeepforcingSlurmConf(SlurmQueueConf):
+    _target_: str = "hydra_plugins.deepforcing_slurm.launcher.SlurmLauncher"
+    # the job time limit from the sweep's plans (eval/slurm.py) when every point has an estimate; else timeout_min
+    time_from_plan: bool = True
+
+
+ConfigStore.instance().store(group="hydra/launcher", name="deepforcing_slurm", node=DeepforcingSlurmConf,
+                             provider="deepforcing")
 
 
 class SlurmLauncher(submitit_launcher.SlurmLauncher):
@@ -37,11 +51,16 @@ class SlurmLauncher(submitit_launcher.SlurmLauncher):
         return copyreg._reconstructor, (base, object, None), self.__dict__
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
-        from eval.slurm import executor
+        from eval.slurm import executor, job_params
 
         assert self.config is not None
         assert len(job_overrides) > 0
-        ex = executor(self.params, self._EXECUTOR)
+        cfgs = [self.hydra_context.config_loader.load_sweep_config(self.config, list(o)) for o in job_overrides]
+        params, rule, _ = job_params(self.params, cfgs)
+        how = ("2 x the longest plan's estimate + 30 min" if rule and params["timeout_min"] == rule
+               else "configured" + ("" if rule else ": not every point has a measured throughput"))
+        log.info(f"SLURM job time limit: {params['timeout_min']} min ({how})")
+        ex = executor(params, self._EXECUTOR)
         log.info(f"Submitit '{self._EXECUTOR}' sweep output dir : {self.config.hydra.sweep.dir}")
         sweep_dir = Path(str(self.config.hydra.sweep.dir))
         sweep_dir.mkdir(parents=True, exist_ok=True)
@@ -68,6 +87,7 @@ class SlurmLauncher(submitit_launcher.SlurmLauncher):
         from deepforcing.store import write_json_atomic
         from eval.sweep import outcome_dir
 
+        assert self.hydra_context is not None and self.config is not None
         cfg = self.hydra_context.config_loader.load_sweep_config(self.config, overrides)
         outcome = {"status": "failed", "error": error, "overrides": overrides}
         write_json_atomic(outcome_dir(cfg.out_dir, cfg.sweep) / f"job-{idx}.json", outcome)

@@ -81,9 +81,12 @@ class SlurmLauncher(submitit_launcher.SlurmLauncher):
         try:
             return job.results()[0]
         except (UncompletedJobError, FailedJobError) as e:
-            error = (f"SLURM job {job.job_id} ended without a result (state {job.state}); its log: "
-                     f"{job.paths.stderr}" if isinstance(e, UncompletedJobError) else
-                     f"SLURM job {job.job_id} failed: {str(e).strip().splitlines()[-1] if str(e).strip() else e}")
+            if isinstance(e, UncompletedJobError):
+                error = f"SLURM job {job.job_id} ended without a result (state {job.state})"
+            else:  # raised outside the point's own error handling; submitit quotes the traceback between rules
+                trace = [line for line in str(e).split("-" * 22)[1:2] for line in line.strip().splitlines()]
+                error = f"SLURM job {job.job_id} raised {trace[-1] if trace else type(e).__name__}"
+            error += f"; its log: {job.paths.stderr}"
         from deepforcing.store import write_json_atomic
         from eval.sweep import outcome_dir
 

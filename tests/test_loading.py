@@ -8,9 +8,16 @@ from dataclasses import replace
 
 import pytest
 import torch
-from checkpoint_writers import save_model_folder, save_state_dict
 
-from deepforcing.checkpoints import diffusers_to_wan, model_config, normalize_key, read_state_dict, wan_to_diffusers
+from deepforcing.checkpoints import (
+    diffusers_to_wan,
+    model_config,
+    normalize_key,
+    read_state_dict,
+    save_model_folder,
+    save_state_dict,
+    wan_to_diffusers,
+)
 from deepforcing.errors import WeightsError
 from deepforcing.loading import build_generator, load_generator
 from deepforcing.lora import LoRALinear, apply_lora_unmerged, merge_lora, read_lora, unwrap_lora_keys

@@ -21,12 +21,13 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 SCRIPT = ROOT / "scripts" / "local_slurm.sh"
 # 30 latent frames: past the 21-frame window, so the sink ratio changes the videos
-SWEEP = ["sink_ratio=0.1,0.25,0.5", "num_frames=30", "logger=none", "metrics=flicker"]
+SWEEP = ["model=tiny", "sink_ratio=0.1,0.25,0.5", "num_frames=30", "logger=none", "metrics=flicker"]
 # the headline sweep with six longer videos per point (~2.5 s each here): a job cancelled after its first
 # video is killed (SIGTERM, then SIGKILL ~7 s later on the local cluster) with videos still to make
 PROMPTS = ["A red fox trots through snow", "Waves roll onto a rocky beach", "A city street at night",
            "Leaves fall in a quiet forest", "A kite over a green hill", "Rain on a window at dusk"]
-LONG = ["num_frames=240", "logger=none", "metrics=flicker", f"prompts.list=[{','.join(PROMPTS)}]"]
+LONG = ["model=tiny", "num_frames=240", "logger=none", "metrics=flicker",
+        f"prompts.list=[{','.join(PROMPTS)}]"]
 
 
 @pytest.fixture(scope="module")
@@ -253,7 +254,7 @@ def test_slurm_h100_batch_script_asks_for_what_a_point_needs(tmp_path, capsys):
     import run
     from deepforcing.plan import plan_point, record_throughput
 
-    sweep = ["cluster=slurm_h100", "sink_ratio=0.25,0.5", "length_s=600", f"out_dir={tmp_path}"]
+    sweep = ["cluster=slurm_h100", "model=tiny", "sink_ratio=0.25,0.5", "length_s=600", f"out_dir={tmp_path}"]
     point = run.point_from_cfg(sweep_configs(sweep)[1][0])
     record_throughput(tmp_path, point, [{"frames": 100, "seconds": 10.0}], mp4_bytes=1000)  # 10 frames/s
     est = plan_point(point, tmp_path).est_seconds

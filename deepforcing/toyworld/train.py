@@ -185,7 +185,7 @@ def train(cfg: TrainConfig, out: str | Path | None = None, on_log: Callable[[dic
 
 
 def save(model: CausalWan, cfg: TrainConfig, log: list[dict], out: str | Path) -> Path:
-    from deepforcing.loading import save_model_folder
+    from deepforcing.checkpoints import save_model_folder
 
     out = Path(out)
     save_model_folder(model.state_dict(), out, model.cfg)

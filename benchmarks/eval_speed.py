@@ -58,7 +58,7 @@ def main() -> int:
     from deepforcing.metrics.scorer import Scorer
     from deepforcing.metrics.specs import SPECS
     from deepforcing.metrics.video import write_lossless
-    from deepforcing.metrics.weights import resolve
+    from deepforcing.metrics.weight_files import resolve
 
     torch.set_num_threads(max(1, os.cpu_count() or 1))
     tmp = Path(tempfile.mkdtemp(prefix="eval_speed_"))

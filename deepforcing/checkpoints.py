@@ -416,7 +416,7 @@ def check_state_dict(model: nn.Module, sd: StateDict, source: str) -> None:
     if found < len(expected) / 2:
         lines.append(
             f"  Only {found} of the model's {len(expected)} parameter names are present: this looks like "
-            f"{_guess_identity(list(sd))}. Pass the generator checkpoint (see `deepforcing.weights.describe()`)."
+            f"{_guess_identity(list(sd))}. Pass the generator checkpoint (see `deepforcing.model_files.describe()`)."
         )
     if missing:
         lines.append(f"  {len(missing)} missing (in the model, not in the checkpoint):")

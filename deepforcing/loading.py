@@ -132,14 +132,14 @@ def build_generator(
     lora_alpha: float | None = None,
     seed: int = 0,
 ) -> tuple[CausalWan, LoadReport | None]:
-    """The generator of model ``kind`` (see :mod:`deepforcing.weights`), built from its config.json.
+    """The generator of model ``kind`` (see :mod:`deepforcing.model_files`), built from its config.json.
 
     Its files are checked first (one WeightsError naming everything missing). The model is created
     on the meta device and materialised directly in ``dtype`` on ``device``, so the only full copy
     is the loaded one. ``kind="tiny"`` returns the random tiny model (``seed``) and no report.
     """
     from deepforcing.model import random_init_, tiny
-    from deepforcing.weights import WeightsConfig
+    from deepforcing.model_files import WeightsConfig
 
     if kind == "tiny":
         return random_init_(CausalWan(tiny()), seed).to(device=device, dtype=dtype).eval(), None

@@ -11,6 +11,7 @@ import os
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -52,7 +53,7 @@ class ModelSpec:
         preset(self.config)
         if self.lora_mode not in ("merged", "unmerged"):
             raise ConfigError(f"model.lora_mode {self.lora_mode!r}: choose merged or unmerged")
-        from deepforcing.weights import KINDS
+        from deepforcing.model_files import KINDS
 
         if self.kind not in KINDS:
             raise ConfigError(f"model.kind {self.kind!r}: choose one of {', '.join(KINDS)}")
@@ -62,8 +63,8 @@ class ModelSpec:
             raise ConfigError("model.lora is set, but kind 'toy' has no LoRA")
 
     def weights(self):
-        """Where this model's files are expected (deepforcing.weights)."""
-        from deepforcing.weights import WeightsConfig, default_root
+        """Where this model's files are expected (deepforcing.model_files)."""
+        from deepforcing.model_files import WeightsConfig, default_root
 
         paths = {}
         if self.checkpoint and self.kind != "toy":
@@ -73,7 +74,7 @@ class ModelSpec:
         return WeightsConfig(root=self.weights_root or default_root(), paths=paths)
 
     def toy_checkpoint(self) -> Path:
-        from deepforcing.weights import TOY_CHECKPOINT
+        from deepforcing.model_files import TOY_CHECKPOINT
 
         return Path(self.checkpoint).expanduser() if self.checkpoint else TOY_CHECKPOINT
 
@@ -113,7 +114,11 @@ class PointConfig:
     crf: int = 23
 
     def validate(self) -> None:
-        """All checks that need no model: raises one ConfigError."""
+        """All checks that need no model: raises one ConfigError. Runs once per point (memoised)."""
+        self._validated  # noqa: B018 - the cached property does the work
+
+    @cached_property
+    def _validated(self) -> bool:
         self.model.validate()
         self.rollout.validate()
         if not self.prompts:
@@ -121,29 +126,38 @@ class PointConfig:
         for i, p in enumerate(self.prompts):
             if not p or not p.strip():
                 raise ConfigError(f"prompt {i} is empty; remove it or fill it in")
-        cfg = preset(self.model.config)
-        cfg.check_latent_hw(self.rollout.latent_hw or cfg.latent_hw)
-        geom = Geometry(grid=cfg.grid(self.rollout.latent_hw), chunk_frames=self.rollout.chunk_frames,
-                        num_frames=self.rollout.num_frames, num_layers=cfg.num_layers, num_heads=cfg.num_heads,
-                        head_dim=cfg.head_dim)
-        policy = self.build_policy()
-        policy.validate(geom)  # bad policy settings, and settings that do not fit this rollout
-        self.rollout.loop_for(policy)
+        self.policy.validate(self.geometry)  # bad policy settings, and settings that do not fit this rollout
+        self.rollout.loop_for(self.policy)
         self.model.check_files()
         from deepforcing.metrics.config import DriftConfig, EvalConfig
 
         EvalConfig(dimensions=self.metrics, clips=self.clips, drift=DriftConfig(segment_seconds=self.segment_seconds))
+        return True
+
+    @cached_property
+    def geometry(self) -> Geometry:
+        """The rollout's geometry on this model, built once per point."""
+        cfg = preset(self.model.config)
+        cfg.check_latent_hw(self.rollout.latent_hw or cfg.latent_hw)
+        return Geometry(grid=cfg.grid(self.rollout.latent_hw), chunk_frames=self.rollout.chunk_frames,
+                        num_frames=self.rollout.num_frames, num_layers=cfg.num_layers, num_heads=cfg.num_heads,
+                        head_dim=cfg.head_dim)
+
+    @cached_property
+    def policy(self):
+        """The point's cache policy, built once (the engine resets it for every video)."""
+        name, kwargs = apply_knobs(self.method, base=dict(self.settings), **dict(self.knobs))
+        try:
+            return build_policy(name, **kwargs)
+        except ConfigError as e:
+            raise ConfigError(f"method {self.method!r}: {e}") from None
 
     def labels(self) -> dict[str, Any]:
         """What sets this point apart from its preset: settings given field by field, then sweep knobs."""
         return {**dict(self.settings), **dict(self.knobs)}
 
     def build_policy(self):
-        name, kwargs = apply_knobs(self.method, base=dict(self.settings), **dict(self.knobs))
-        try:
-            return build_policy(name, **kwargs)
-        except ConfigError as e:
-            raise ConfigError(f"method {self.method!r}: {e}") from None
+        return self.policy
 
     def semantic(self) -> dict:
         """The resolved settings of the point: the policy appears as the settings it actually runs

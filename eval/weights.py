@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from deepforcing.metrics import weights as W
+from deepforcing.metrics import weight_files as W
 from deepforcing.metrics.specs import SPECS
 
 

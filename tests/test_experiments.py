@@ -36,7 +36,7 @@ def sweep_points(exp):
 def test_experiment_points_validate_up_to_the_weights(exp, tmp_path, monkeypatch):
     """Every point validates; those of real-weight models stop at the missing files, the toy model's
     (checkpoint in the package) validate whole."""
-    from deepforcing.weights import EMBEDDED_KINDS
+    from deepforcing.model_files import EMBEDDED_KINDS
 
     monkeypatch.setenv("DEEPFORCING_WEIGHTS", str(tmp_path))
     # the published prompt files (development material here; users fetch them: python -m eval.prompts)

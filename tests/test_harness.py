@@ -16,9 +16,9 @@ from hydra.core.global_hydra import GlobalHydra
 
 from deepforcing.errors import ConfigError, WeightsError
 from deepforcing.knobs import apply_knobs
+from deepforcing.model_files import WEIGHTS_ROOT_ENV
 from deepforcing.pipeline import prompt_slug
 from deepforcing.policies import policies_using, preset_names
-from deepforcing.weights import WEIGHTS_ROOT_ENV
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))

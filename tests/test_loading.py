@@ -22,7 +22,7 @@ from deepforcing.errors import WeightsError
 from deepforcing.loading import build_generator, load_generator
 from deepforcing.lora import LoRALinear, apply_lora_unmerged, merge_lora, read_lora, unwrap_lora_keys
 from deepforcing.model import CausalWan, MaskedAttention, Rope3D, TokenPositions, tiny
-from deepforcing.weights import WeightsConfig
+from deepforcing.model_files import WeightsConfig
 
 LINEAR_TARGETS = [f"{a}.{p}" for a in ("self_attn", "cross_attn") for p in "qkvo"] + ["ffn.0", "ffn.2"]
 RANK = 4

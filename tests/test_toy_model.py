@@ -12,6 +12,7 @@ from deepforcing.engine import RolloutConfig
 from deepforcing.errors import ConfigError, WeightsError
 from deepforcing.metrics import TOY_METRICS
 from deepforcing.model import toy
+from deepforcing.model_files import TOY_CHECKPOINT
 from deepforcing.pipeline import ModelSpec, PointConfig, Runtime, run_point, seams
 from deepforcing.toyworld.codec import ToyCodec
 from deepforcing.toyworld.rules import read_frame
@@ -19,7 +20,6 @@ from deepforcing.toyworld.samples import rollout_frames
 from deepforcing.toyworld.text import ToyTextEncoder
 from deepforcing.toyworld.train import HELDOUT_SEED_BASE
 from deepforcing.toyworld.world import Scene
-from deepforcing.weights import TOY_CHECKPOINT
 
 SPEC = ModelSpec(kind="toy", config="toy", device="cpu")
 

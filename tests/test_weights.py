@@ -7,7 +7,7 @@ import sys
 import pytest
 
 from deepforcing.errors import ConfigError, WeightsError
-from deepforcing.weights import EMBEDDED_KINDS, FILES, KINDS, WEIGHTS_ROOT_ENV, WeightsConfig, check, describe
+from deepforcing.model_files import EMBEDDED_KINDS, FILES, KINDS, WEIGHTS_ROOT_ENV, WeightsConfig, check, describe
 
 
 def touch_all(weights, ids):
@@ -117,7 +117,7 @@ def test_download_command_puts_each_file_where_it_is_expected(tmp_path):
 
 
 def test_root_from_environment(tmp_path):
-    code = "from deepforcing.weights import WeightsConfig; print(WeightsConfig().path('causvid.generator'))"
+    code = "from deepforcing.model_files import WeightsConfig; print(WeightsConfig().path('causvid.generator'))"
     env_root = tmp_path / "env_root"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          env={"PATH": "", WEIGHTS_ROOT_ENV: str(env_root), "PYTHONPATH": ":".join(sys.path)})

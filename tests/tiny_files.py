@@ -55,8 +55,8 @@ def write_vae(path: Path, seed: int) -> Path:
 
 
 def write_self_forcing_root(root: Path, model_cfg, generator_state: dict[str, torch.Tensor], seed: int = 0) -> Path:
-    """A weights root laid out as deepforcing.weights expects for kind ``self_forcing``, every file tiny."""
-    from deepforcing.weights import WeightsConfig
+    """A weights root laid out as deepforcing.model_files expects for kind ``self_forcing``, every file tiny."""
+    from deepforcing.model_files import WeightsConfig
 
     w = WeightsConfig(root=root)
     cfg = {"_class_name": "WanModel", "model_type": "t2v", "dim": model_cfg.dim, "ffn_dim": model_cfg.ffn_dim,

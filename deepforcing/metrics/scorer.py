@@ -23,7 +23,7 @@ from .dims.base import Metric, MetricInputError, VideoContext
 from .protocol import Span
 from .specs import SPECS
 from .video import Video, VideoError, decode, to_uint8_frames
-from .weights import resolve
+from .weight_files import resolve
 
 log = logging.getLogger(__name__)
 

@@ -15,7 +15,7 @@ class MetricSpec:
     direction: str  # "higher" or "lower" is better
     aggregation: str  # how one clip's score is formed, then how clips are combined
     version: str  # bump when the numbers a metric produces may change
-    weights: tuple[str, ...]  # keys of deepforcing.metrics.weights.WEIGHT_FILES
+    weights: tuple[str, ...]  # keys of deepforcing.metrics.weight_files.WEIGHT_FILES
     clip_seconds: float  # VBench-Long clip length (seconds)
     needs_prompt: bool = False
     min_side: int = 1  # smallest frame side (pixels) the model gives finite output for

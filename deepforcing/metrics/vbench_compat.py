@@ -15,7 +15,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from .weights import _clip_pkg_bpe
+from .weight_files import _clip_pkg_bpe
 
 BPE = "bpe_simple_vocab_16e6.txt.gz"
 

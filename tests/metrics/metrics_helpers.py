@@ -8,7 +8,7 @@ import numpy as np
 import torch
 
 from deepforcing.metrics.specs import SPECS
-from deepforcing.metrics.weights import WEIGHT_FILES
+from deepforcing.metrics.weight_files import WEIGHT_FILES
 
 
 class RandomWeights:
@@ -144,7 +144,7 @@ class RandomWeights:
     def _make_viclip_bpe(self, p: Path) -> None:
         import shutil
 
-        from deepforcing.metrics.weights import _clip_pkg_bpe
+        from deepforcing.metrics.weight_files import _clip_pkg_bpe
 
         shutil.copy(_clip_pkg_bpe(), p)
 

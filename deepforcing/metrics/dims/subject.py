@@ -18,7 +18,7 @@ import torch.nn.functional as F
 
 from ..protocol import Span
 from ..specs import SPECS
-from ..weights import default_cache_dir
+from ..weight_files import default_cache_dir
 from .base import Metric, VideoContext, batched, consistency
 
 

@@ -1,4 +1,4 @@
-"""Model files: where each lives (VBench's cache layout and file names), never downloaded.
+"""Metric weight files: where each lives (VBench's cache layout and file names), never downloaded.
 
 Resolution order for each file: an explicit path from the config, then ``<cache_dir>/<VBench's
 relative path>``, where ``cache_dir`` is the config's, else ``$VBENCH_CACHE_DIR``, else

@@ -35,7 +35,7 @@ def clean_env(tmp: Path, **extra) -> dict:
 
 def run_cli(args, out: Path, **env):
     # the plumbing model (random weights): these tests are about what reaches W&B
-    return subprocess.run([sys.executable, str(ROOT / "run.py"), "model=tiny", *args, f"out_dir={out}"],
+    return subprocess.run([sys.executable, str(ROOT / "run.py"), *args, "model=tiny", f"out_dir={out}"],
                           capture_output=True,
                           text=True, timeout=600, env=clean_env(out, **env), cwd=ROOT)
 

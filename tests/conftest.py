@@ -19,3 +19,12 @@ def tiny_text(tiny_model):
     ctx = torch.randn(1, tiny_model.cfg.text_len, tiny_model.cfg.text_dim)
     ctx[:, -5:] = 0  # zeroed padding, as the text wrapper produces
     return tiny_model.text_state(ctx)
+
+
+@pytest.fixture
+def one_thread():
+    """The tiny and toy models run many times faster on one CPU thread (as run.py sets for them)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

@@ -11,7 +11,6 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 
 from deepforcing.engine import RolloutConfig
 from deepforcing.pipeline import NotGenerated, PointConfig, Runtime, run_point
@@ -21,12 +20,7 @@ ROOT = Path(__file__).resolve().parents[1]
 PROMPTS = ("a red fox runs", "waves roll in")
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def point() -> PointConfig:

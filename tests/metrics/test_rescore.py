@@ -7,7 +7,6 @@ from __future__ import annotations
 import dataclasses
 
 import pytest
-import torch
 
 from deepforcing.engine import RolloutConfig
 from deepforcing.metrics import METRICS as REGISTRY
@@ -18,12 +17,7 @@ from deepforcing.store import read_record
 METRICS = ("temporal_flickering", "background_consistency")
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def point() -> PointConfig:

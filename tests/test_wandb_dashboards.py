@@ -3,7 +3,6 @@ videos as media, per-prompt drift series, cache curves, flattened settings, the 
 artifact, and the workspace spec written beside the offline runs. No network: runs are offline, the one
 server is a real socket on 127.0.0.1 that rejects the key."""
 
-import contextlib
 import hashlib
 import json
 import math
@@ -11,12 +10,11 @@ import os
 import socket
 import subprocess
 import sys
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pandas as pd
 import pytest
+from loopback_servers import unauthorized_server
 
 from deepforcing import dashboards
 from deepforcing.loggers import KNOB_KEYS, flat_config, resolved_knobs
@@ -316,29 +314,6 @@ def test_workspace_is_built_without_a_network(monkeypatch):
     for metric in recipe.metrics:
         check_workspace(view, "ablation", ["0000_fox", "0001_sea"], metric)
     assert "Report figures" in dashboards.describe(recipe)
-
-
-@contextlib.contextmanager
-def unauthorized_server():
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self):
-            self.rfile.read(int(self.headers.get("content-length") or 0))
-            self.send_response(401)
-            self.send_header("content-length", "0")
-            self.end_headers()
-
-        do_POST = do_GET
-
-        def log_message(self, *args):
-            pass
-
-    srv = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=srv.serve_forever, daemon=True).start()
-    try:
-        yield f"http://127.0.0.1:{srv.server_port}"
-    finally:
-        srv.shutdown()
-        srv.server_close()
 
 
 def test_publish_dry_run_then_a_rejected_upload_loses_nothing(sweep, tmp_path):

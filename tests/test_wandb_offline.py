@@ -1,66 +1,18 @@
 """W&B without a network: one short check per process, offline runs that `wandb sync` can upload later,
 and a SIGTERM'd point whose run is finished. The servers are real sockets on 127.0.0.1."""
 
-import contextlib
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+
+from loopback_servers import silent_server, unauthorized_server
 
 ROOT = Path(__file__).resolve().parents[1]
 KEY = "0123456789" * 4  # a well-formed, unknown API key
-
-
-@contextlib.contextmanager
-def silent_server():
-    """A TCP server on loopback that accepts every connection and never answers; yields (url, connections)."""
-    srv = socket.create_server(("127.0.0.1", 0))
-    conns: list[socket.socket] = []
-
-    def accept():
-        while True:
-            try:
-                conns.append(srv.accept()[0])
-            except OSError:
-                return
-
-    threading.Thread(target=accept, daemon=True).start()
-    try:
-        yield f"http://127.0.0.1:{srv.getsockname()[1]}", conns
-    finally:
-        srv.close()
-        for c in conns:
-            c.close()
-
-
-@contextlib.contextmanager
-def unauthorized_server():
-    """An HTTP server on loopback that answers 401 to everything (a server that rejects the key)."""
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self):
-            self.rfile.read(int(self.headers.get("content-length") or 0))
-            self.send_response(401)
-            self.send_header("content-length", "0")
-            self.end_headers()
-
-        do_POST = do_GET
-
-        def log_message(self, *args):
-            pass
-
-    srv = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=srv.serve_forever, daemon=True).start()
-    try:
-        yield f"http://127.0.0.1:{srv.server_port}"
-    finally:
-        srv.shutdown()
-        srv.server_close()
 
 
 def wandb_env(base_url: str, **extra) -> dict:

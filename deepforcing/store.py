@@ -118,11 +118,6 @@ def read_record(path: str | os.PathLike, kind: str) -> dict:
     return obj
 
 
-def read_json(path: str | os.PathLike) -> Any:
-    """Plain JSON read for files outside the store (reports, fixtures)."""
-    return json.loads(Path(path).read_text())
-
-
 def _tensor_digest(t) -> str:
     import torch
 

@@ -10,7 +10,15 @@ import torch
 
 from deepforcing.loading import load_generator
 from deepforcing.model import CausalWan, MaskedAttention, Rope3D, TokenPositions, preset
-from deepforcing.toyworld.train import BlockCausalAttention, TrainConfig, block_causal_mask, train
+from deepforcing.toyworld.train import (
+    BlockCausalAttention,
+    Batches,
+    TeacherForcingAttention,
+    TrainConfig,
+    block_causal_mask,
+    teacher_forcing_mask,
+    train,
+)
 
 SMOKE = TrainConfig(steps=40, stop_at=8, batch=2, log_every=2, warmup=4, seed=3)
 
@@ -63,3 +71,46 @@ def test_chunked_training_attention_equals_the_masked_reference():
     ref = MaskedAttention(Rope3D(cfg), pos, block_causal_mask(frames, chunk, n))(0, q, k, v)
     out = BlockCausalAttention(Rope3D(cfg), pos, chunk * n)(0, q, k, v)
     assert torch.allclose(out, ref, atol=1e-5)
+
+
+def test_teacher_forcing_attention_equals_the_masked_reference():
+    """[clean clip, noisy clip]: a noisy chunk reads the clean earlier chunks and itself, nothing else."""
+    cfg = preset("toy")
+    frames, chunk = 9, 3
+    n = cfg.tokens_per_frame()
+    both = TokenPositions.of_frames(torch.arange(frames).repeat(2), cfg.grid())
+    g = torch.Generator().manual_seed(1)
+    q, k, v = (torch.randn(2, 2 * frames * n, cfg.num_heads, cfg.head_dim, generator=g) for _ in range(3))
+    ref = MaskedAttention(Rope3D(cfg), both, teacher_forcing_mask(frames, chunk, n))(0, q, k, v)
+    one = TokenPositions.of_frames(torch.arange(frames), cfg.grid())
+    out = TeacherForcingAttention(Rope3D(cfg), one, chunk * n)(0, q, k, v)
+    assert torch.allclose(out, ref, atol=1e-5)
+
+
+def test_teacher_forcing_mask_by_hand():
+    # 4 frames, chunks of 2, one token per frame: rows/cols are clean 0-3 then noisy 0-3.
+    m = teacher_forcing_mask(4, 2, 1).int().tolist()
+    assert m == [
+        [1, 1, 0, 0, 0, 0, 0, 0],
+        [1, 1, 0, 0, 0, 0, 0, 0],
+        [1, 1, 1, 1, 0, 0, 0, 0],
+        [1, 1, 1, 1, 0, 0, 0, 0],
+        [0, 0, 0, 0, 1, 1, 0, 0],
+        [0, 0, 0, 0, 1, 1, 0, 0],
+        [1, 1, 0, 0, 0, 0, 1, 1],
+        [1, 1, 0, 0, 0, 0, 1, 1],
+    ]
+
+
+def test_object_weight_marks_the_latents_objects_cover():
+    cfg = TrainConfig(batch=2, first_batch=3, object_weight=5.0)
+    batches = Batches(cfg, preset("toy"))
+    b = batches(0)
+    first = batches.first_chunks(0)
+    assert first["x0"].shape[1] == cfg.chunk_frames and first["x0"].shape[0] == cfg.first_batch
+    assert bool((first["scored"] == 1).all())
+    w = b["weight"]  # [B, F, h, w]
+    assert set(w.unique().tolist()) == {1.0, 5.0}
+    # a 6-px object covers 3x3 to 4x4 latents of 2x2 pixels each, per object and frame
+    per_frame = (w == 5.0).sum(dim=(2, 3))
+    assert bool((per_frame >= 9).all()) and bool((per_frame <= 16 * 3).all())

@@ -1,12 +1,22 @@
-"""Training of the ``toy`` backbone on the toy world: block-causal flow matching with diffusion forcing.
+"""Training of the ``toy`` backbone on the toy world: block-causal flow matching.
 
 A batch is ``batch`` scenes of ``clip_frames`` frames (one attention window), encoded by the fixed
-codec. The clip is cut into chunks of ``chunk_frames`` latent frames (as the engine generates them);
-each chunk gets its own noise level (diffusion forcing): with probability ``clean_prob`` it is left
-clean (timestep 0, as the engine's commit pass writes the cache, and not scored), otherwise
-``sigma = shift(u)`` with ``u ~ U(0, 1)``. Tokens attend to their own chunk and every earlier one (the
-engine's block-causal order) at their frame positions. The model predicts the flow ``noise - x0`` at
-``x_t = (1 - sigma) x0 + sigma noise``; the loss is its mean squared error over the noised chunks.
+codec and cut into chunks of ``chunk_frames`` latent frames (as the engine generates them). Each chunk
+gets its own noise level ``sigma = shift(u)``, ``u ~ U(0, 1)``. Two objectives:
+
+- ``teacher_forcing`` (default): the model sees ``[clean clip, noisy clip]``; a noisy chunk attends to
+  the clean tokens of the earlier chunks (at timestep 0, as the engine's commit pass writes the cache)
+  and to itself, so every chunk is trained on exactly the context it has at inference
+  (:func:`teacher_forcing_mask`); the clean half only provides that context and is not scored.
+- ``diffusion_forcing``: one clip, each chunk at its own level or (probability ``clean_prob``) clean and
+  not scored; a chunk attends to its own and all earlier chunks (:func:`block_causal_mask`).
+
+Tokens sit at their frame positions. The model predicts the flow ``noise - x0`` at
+``x_t = (1 - sigma) x0 + sigma noise``; the loss is its squared error over the scored chunks, with the
+latent positions an object covers weighted ``object_weight`` (objects are a small part of each frame,
+and the only part the text's colours and shapes decide) and the first chunk ``first_chunk_weight``.
+``first_batch`` more scenes per step are trained on their first chunk alone: the chunk generated from
+the text with no context, where the colours and the count must come from the prompt.
 
 Everything is drawn from generators seeded by ``seed``: the same seed gives the same loss curve on the
 same machine (one CPU thread). Training scenes use seeds below :data:`HELDOUT_SEED_BASE`; held-out
@@ -29,10 +39,11 @@ import torch
 from deepforcing.model import CausalWan, ModelConfig, Rope3D, TokenPositions, preset, sdpa
 from deepforcing.toyworld.codec import ToyCodec, frames_to_signed
 from deepforcing.toyworld.text import ToyTextEncoder
-from deepforcing.toyworld.world import Scene
+from deepforcing.toyworld.world import BACKGROUNDS, Scene
 
 HELDOUT_SEED_BASE = 1_000_000_000
 NUM_TRAIN_TIMESTEPS = 1000
+OBJECTIVES = ("teacher_forcing", "diffusion_forcing")
 
 
 @dataclass(frozen=True)
@@ -48,7 +59,11 @@ class TrainConfig:
     weight_decay: float = 0.01
     grad_clip: float = 1.0
     ema: float = 0.999
-    clean_prob: float = 0.25
+    clean_prob: float = 0.25  # diffusion forcing: chance that a chunk stays clean (context only)
+    objective: str = "teacher_forcing"  # or "diffusion_forcing" (OBJECTIVES)
+    first_chunk_weight: float = 1.0  # loss weight of the first chunk (the one generated from the text alone)
+    first_batch: int = 0  # extra scenes per step trained on their first chunk only (text -> first frames)
+    object_weight: float = 1.0  # loss weight of latent positions an object covers (the background's is 1)
     shift: float = 3.0  # sigma = shift*u / (1 + (shift-1) u)
     seed: int = 0
     log_every: int = 10
@@ -85,6 +100,38 @@ class BlockCausalAttention:
                          dim=1)
 
 
+def teacher_forcing_mask(num_frames: int, chunk_frames: int, tokens_per_frame: int) -> torch.Tensor:
+    """Mask over ``[clean clip, noisy clip]`` (``2 * num_frames`` frames): a clean token reads the clean
+    tokens of its own and earlier chunks; a noisy token reads the clean tokens of the earlier chunks and
+    the noisy tokens of its own chunk, which is what the engine's cache holds when it denoises a chunk."""
+    chunk = torch.arange(num_frames).div(chunk_frames, rounding_mode="floor").repeat_interleave(tokens_per_frame)
+    ci, cj = chunk[:, None], chunk[None, :]
+    clean_clean, noisy_clean, noisy_noisy = ci >= cj, ci > cj, ci == cj
+    top = torch.cat([clean_clean, torch.zeros_like(clean_clean)], dim=1)
+    return torch.cat([top, torch.cat([noisy_clean, noisy_noisy], dim=1)], dim=0)
+
+
+class TeacherForcingAttention(BlockCausalAttention):
+    """Attention of :func:`teacher_forcing_mask` over ``[clean clip, noisy clip]``, one chunk of queries at
+    a time, reading only the keys the mask allows. ``pos`` holds the positions of one clip (both halves
+    sit at the same frame positions)."""
+
+    def __init__(self, rope: Rope3D, pos: TokenPositions, chunk_tokens: int):
+        two = TokenPositions(torch.cat([pos.t, pos.t]), torch.cat([pos.h, pos.h]), torch.cat([pos.w, pos.w]))
+        super().__init__(rope, two, chunk_tokens)
+
+    def __call__(self, layer: int, q, k, v):
+        q, k = self.rotate(q), self.rotate(k)
+        n, half = self.chunk_tokens, q.shape[1] // 2
+        out = [sdpa(q[:, a : a + n], k[:, : a + n], v[:, : a + n]) for a in range(0, half, n)]
+        for a in range(0, half, n):
+            b = half + a
+            kk = torch.cat([k[:, :a], k[:, b : b + n]], dim=1)
+            vv = torch.cat([v[:, :a], v[:, b : b + n]], dim=1)
+            out.append(sdpa(q[:, b : b + n], kk, vv))
+        return torch.cat(out, dim=1)
+
+
 def shifted(u: torch.Tensor, shift: float) -> torch.Tensor:
     return shift * u / (1 + (shift - 1) * u)
 
@@ -99,29 +146,50 @@ class Batches:
         self.size = mcfg.latent_hw[0] * mcfg.vae_stride[1]
 
     def __call__(self, step: int) -> dict[str, torch.Tensor]:
+        gen = torch.Generator().manual_seed(self.cfg.seed * 1_000_003 + step)
+        return self.draw(gen, self.cfg.batch, self.cfg.clip_frames)
+
+    def first_chunks(self, step: int) -> dict[str, torch.Tensor]:
+        """``first_batch`` other scenes, one chunk each (their first), all noised and scored."""
+        gen = torch.Generator().manual_seed((self.cfg.seed * 1_000_003 + step) * 2 + 1)
+        return self.draw(gen, self.cfg.first_batch, self.cfg.chunk_frames, context=False)
+
+    def draw(self, gen: torch.Generator, batch: int, clip_frames: int, context: bool = True) -> dict:
         cfg = self.cfg
-        gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
-        seeds = torch.randint(0, HELDOUT_SEED_BASE, (cfg.batch,), generator=gen).tolist()
+        seeds = torch.randint(0, HELDOUT_SEED_BASE, (batch,), generator=gen).tolist()
         scenes = [Scene(s, size=self.size) for s in seeds]
-        frames = torch.stack([torch.from_numpy(s.frames(cfg.clip_frames)) for s in scenes])
+        frames = torch.stack([torch.from_numpy(s.frames(clip_frames)) for s in scenes])
         x0 = self.codec.encode(frames_to_signed(frames))  # [B, F, C, h, w]
-        chunks = cfg.clip_frames // cfg.chunk_frames
-        sigma = shifted(torch.rand(cfg.batch, chunks, generator=gen), cfg.shift)
-        clean = torch.rand(cfg.batch, chunks, generator=gen) < cfg.clean_prob
+        bg = torch.tensor([BACKGROUNDS[s.spec.background] for s in scenes], dtype=frames.dtype)
+        covered = (frames != bg[:, None, None, None, :]).any(-1)  # [B, F, H, W]: pixels an object covers
+        stride = frames.shape[-2] // x0.shape[-1]
+        covered = torch.nn.functional.max_pool2d(covered.float(), stride)  # [B, F, h, w]
+        weight = 1 + (cfg.object_weight - 1) * covered
+        chunks = clip_frames // cfg.chunk_frames
+        sigma = shifted(torch.rand(batch, chunks, generator=gen), cfg.shift)
+        clean = torch.rand(batch, chunks, generator=gen) < cfg.clean_prob
         clean[:, -1] = False  # at least one scored chunk per clip
+        if cfg.objective == "teacher_forcing" or not context:  # every chunk scored (TF: clean copy as context)
+            clean[:] = False
         sigma = torch.where(clean, torch.zeros_like(sigma), sigma)
         sigma = sigma.repeat_interleave(cfg.chunk_frames, dim=1)  # [B, F]
         noise = torch.randn(x0.shape, generator=gen)
         s = sigma[..., None, None, None]
         return {"x0": x0, "noise": noise, "xt": (1 - s) * x0 + s * noise, "sigma": sigma,
-                "scored": (sigma > 0).float(), "context": self.text.encode([sc.prompt for sc in scenes])}
+                "scored": (sigma > 0).float(), "weight": weight, "context": self.text.encode([sc.prompt for sc in scenes])}
 
 
-def flow_loss(model: CausalWan, batch: dict, attn) -> torch.Tensor:
+def flow_loss(model: CausalWan, batch: dict, attn, teacher_forcing: bool = False,
+              first_weight: float = 1.0, chunk_frames: int = 1) -> torch.Tensor:
     text = model.text_state(batch["context"])
-    flow = model(batch["xt"], batch["sigma"] * NUM_TRAIN_TIMESTEPS, text, attn)
-    err = (flow.float() - (batch["noise"] - batch["x0"])).pow(2).mean(dim=(2, 3, 4))  # [B, F]
-    w = batch["scored"]
+    x, t = batch["xt"], batch["sigma"] * NUM_TRAIN_TIMESTEPS
+    if teacher_forcing:  # [clean clip at t = 0, noisy clip]; only the noisy half is scored
+        x, t = torch.cat([batch["x0"], x], dim=1), torch.cat([torch.zeros_like(t), t], dim=1)
+    flow = model(x, t, text, attn)[:, -batch["xt"].shape[1]:]
+    err = (flow.float() - (batch["noise"] - batch["x0"])).pow(2).mean(dim=2)  # [B, F, h, w]
+    err = (err * batch["weight"]).mean(dim=(2, 3))  # [B, F]
+    w = batch["scored"].clone()
+    w[:, :chunk_frames] *= first_weight
     return (err * w).sum() / w.sum()
 
 
@@ -143,6 +211,8 @@ def train(cfg: TrainConfig, out: str | Path | None = None, on_log: Callable[[dic
     mcfg = preset(cfg.preset)
     if cfg.clip_frames % cfg.chunk_frames:
         raise ValueError(f"clip_frames {cfg.clip_frames} is not a multiple of chunk_frames {cfg.chunk_frames}")
+    if cfg.objective not in OBJECTIVES:
+        raise ValueError(f"unknown objective {cfg.objective!r}; choose one of {', '.join(OBJECTIVES)}")
     model = CausalWan(mcfg).train()
     if cfg.init:
         from deepforcing.loading import load_generator
@@ -152,7 +222,11 @@ def train(cfg: TrainConfig, out: str | Path | None = None, on_log: Callable[[dic
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.99))
     batches = Batches(cfg, mcfg)
     pos = TokenPositions.of_frames(torch.arange(cfg.clip_frames), mcfg.grid())
-    attn = BlockCausalAttention(Rope3D(mcfg), pos, cfg.chunk_frames * mcfg.tokens_per_frame())
+    tf = cfg.objective == "teacher_forcing"
+    first_pos = TokenPositions.of_frames(torch.arange(cfg.chunk_frames), mcfg.grid())
+    first_attn = BlockCausalAttention(Rope3D(mcfg), first_pos, cfg.chunk_frames * mcfg.tokens_per_frame())
+    attn = (TeacherForcingAttention if tf else BlockCausalAttention)(
+        Rope3D(mcfg), pos, cfg.chunk_frames * mcfg.tokens_per_frame())
     log: list[dict] = []
     running, count, tic = 0.0, 0, time.perf_counter()
     last = cfg.stop_at or cfg.steps
@@ -160,7 +234,9 @@ def train(cfg: TrainConfig, out: str | Path | None = None, on_log: Callable[[dic
         lr = lr_at(cfg, step)
         for g in opt.param_groups:
             g["lr"] = lr
-        loss = flow_loss(model, batches(step), attn)
+        loss = flow_loss(model, batches(step), attn, tf, cfg.first_chunk_weight, cfg.chunk_frames)
+        if cfg.first_batch:
+            loss = loss + flow_loss(model, batches.first_chunks(step), first_attn)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)

@@ -126,3 +126,14 @@ def test_two_blobs_of_one_colour_are_two_objects_and_small_specks_none():
     f[0, 23] = PALETTE["blue"]  # one pixel: below MIN_AREA
     r = read_frame(f)
     assert MIN_AREA > 1 and r.count == 2 and r.colours == {"red"} and "red" not in r.centroids
+
+
+def test_objects_start_at_the_places_of_their_order_in_the_prompt():
+    from deepforcing.toyworld.world import START_PLACES
+
+    for seed in range(20):
+        sc = Scene(seed)
+        assert [f"a {s.colour} {s.shape}" for s in sc.initial] == [f"a {o.colour} {o.shape}" for o in sc.spec.objects]
+        for s, (fx, fy) in zip(sc.initial, START_PLACES, strict=False):
+            assert (s.x, s.y) == (fx * sc.size, fy * sc.size)
+            assert SPEEDS[sc.spec.speed][0] <= (s.vx**2 + s.vy**2) ** 0.5 <= SPEEDS[sc.spec.speed][1]

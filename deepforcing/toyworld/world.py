@@ -1,9 +1,11 @@
 """A procedural world of bouncing shapes whose truth is known for every frame.
 
 A scene is drawn from a seed: a background colour, one to ``MAX_OBJECTS`` objects, each a shape in a
-colour of the palette (no two objects share a colour, so a colour names one object), a position and a
-velocity of the scene's speed class; objects move in straight lines and bounce off the borders (they
-pass over each other; later objects are drawn on top). Frames are ``size x size`` RGB at ``FPS``.
+colour of the palette (no two objects share a colour, so a colour names one object) and a velocity of
+the scene's speed class in a random direction; objects move in straight lines and bounce off the borders
+(they pass over each other; later objects are drawn on top). The k-th object the prompt names starts at
+the k-th of :data:`START_PLACES`, so the first frame is what the prompt says and only the motion is left
+to chance (with random start places a model of CPU size spends its training on where objects might be). Frames are ``size x size`` RGB at ``FPS``.
 
 Everything a frame shows comes from :data:`PALETTE` and :data:`BACKGROUNDS`, drawn with hard edges, so
 the world's rules can read any decoded frame back (:mod:`deepforcing.toyworld.rules`).
@@ -41,6 +43,8 @@ BACKGROUNDS: dict[str, tuple[int, int, int]] = {
 }
 SHAPES = ("disc", "square")
 OBJECT_SIZE = 6  # disc diameter and square side, pixels
+# Where the objects start, in prompt order, as fractions of the frame (x, y): apart by more than an object.
+START_PLACES = ((0.25, 0.25), (0.75, 0.5), (0.3, 0.75))
 # Speed classes: |velocity| in pixels per frame is drawn uniformly from the range.
 SPEEDS: dict[str, tuple[float, float]] = {"slowly": (0.4, 0.6), "quickly": (0.8, 1.1)}
 # Words of the grammar besides colours, backgrounds, shapes and speeds.
@@ -131,8 +135,8 @@ class Scene:
                               speed, background)
         lo, hi = OBJECT_SIZE / 2, size - OBJECT_SIZE / 2
         states = []
-        for o in self.spec.objects:
-            x, y = rng.uniform(lo, hi, size=2)
+        for o, (fx, fy) in zip(self.spec.objects, START_PLACES, strict=False):
+            x, y = min(max(fx * size, lo), hi), min(max(fy * size, lo), hi)
             v = rng.uniform(*SPEEDS[speed])
             angle = rng.uniform(0, 2 * math.pi)
             states.append(ObjectState(o.colour, o.shape, float(x), float(y), v * math.cos(angle), v * math.sin(angle)))

@@ -1,10 +1,13 @@
-"""Per-layer KV cache: raw keys plus positions, rotated when read.
+"""Per-layer KV cache: each key stored once, rotated, with its positions.
 
-Keys are stored after RMSNorm and **before** RoPE, together with each token's absolute frame
-index and spatial position. A policy says, for every read, at which temporal position each cached
-token sits; the cache rotates keys there. Rotations are memoised per slot (``k_rot`` holds each
-slot rotated at ``rot_t``), so only slots whose position changed are recomputed. Where a policy
-uses absolute positions this is bit-identical to caches that rotate at write time.
+Keys are stored after RMSNorm and RoPE, at the temporal position recorded per slot (``rot_t``),
+together with each token's absolute frame index and spatial position; values are never rotated.
+This is the layout of Self-Forcing's cache (the same bytes per token). A policy says, for every
+read, at which temporal position each cached token sits; only slots whose position changed are
+re-rotated, in place: by the change of position (one rounding per move), or, for a policy that asks
+for ``raw_keys`` (exact re-alignment wherever a slot moves), from a second buffer of un-rotated keys.
+Where a policy uses absolute positions no key is ever re-rotated: bit-identical to caches that
+rotate at write time.
 
 Buffers are preallocated: ``capacity`` committed tokens plus a scratch region for the tokens of
 the forward in flight, which sits right after the committed ones so the common read "all cached
@@ -51,24 +54,40 @@ class Geometry:
 
 
 class LayerKV:
+    """One layer's keys and values: ``capacity`` committed slots plus a ``scratch`` region for the forward
+    in flight.
+
+    Each key is stored once, rotated to the temporal position in ``rot_t``; values are never rotated.
+    A slot read at another position is re-rotated in place, only when its position changes: from the
+    stored rotated key by the change of position (one rounding per move), or, with ``raw_keys``, from a
+    second buffer of un-rotated keys (exact wherever the slot moves, at the cost of that buffer).
+    """
+
     def __init__(
         self, batch: int, capacity: int, scratch: int, heads: int, head_dim: int, grid: tuple[int, int],
-        rope: Rope3D, dtype: torch.dtype, device: torch.device,
+        rope: Rope3D, dtype: torch.dtype, device: torch.device, raw_keys: bool = False,
     ):
         total = capacity + scratch
         shape = (batch, total, heads, head_dim)
         self.capacity, self.scratch, self.grid, self.rope = capacity, scratch, grid, rope
-        self.k_raw = torch.zeros(shape, dtype=dtype, device=device)
         self.k_rot = torch.zeros(shape, dtype=dtype, device=device)
         self.v = torch.zeros(shape, dtype=dtype, device=device)
+        self.k_raw = torch.zeros(shape, dtype=dtype, device=device) if raw_keys else None
         self.frame = torch.zeros(total, dtype=torch.long)  # absolute latent frame of each slot
         self.h = torch.zeros(total, dtype=torch.long)
         self.w = torch.zeros(total, dtype=torch.long)
         self.tag = torch.zeros(total, dtype=torch.uint8)
-        self.rot_t = torch.full((total,), STALE, dtype=torch.long)
+        self.rot_t = torch.full((total,), STALE, dtype=torch.long)  # position k_rot is rotated to
         self.aux: dict[str, torch.Tensor] = {}  # per-slot policy state (e.g. reuse counters), moved by keep()
         self.n = 0
         self.pending = 0  # tokens written to the scratch by the forward in flight
+
+    @property
+    def device(self) -> torch.device:
+        return self.k_rot.device
+
+    def _buffers(self) -> tuple[torch.Tensor, ...]:
+        return (self.k_rot, self.v) if self.k_raw is None else (self.k_raw, self.k_rot, self.v)
 
     # ---- reads -----------------------------------------------------------------------------
     def run_starts(self) -> torch.Tensor:
@@ -89,10 +108,14 @@ class LayerKV:
         stale = idx[changed]
         if stale.numel():
             t_stale = t[changed]
-            dev = self.k_raw.device
-            ang = self.rope.angles(t_stale.to(dev), self.h[stale].to(dev), self.w[stale].to(dev))
-            sd = stale.to(dev)
-            self.k_rot.index_copy_(1, sd, Rope3D.rotate(self.k_raw.index_select(1, sd), ang))
+            dev = self.device
+            sd = stale.to(dev, non_blocking=True)
+            if self.k_raw is not None:  # exact: from the un-rotated keys
+                ang = self.rope.angles(t_stale.to(dev), self.h[stale].to(dev), self.w[stale].to(dev))
+                self.k_rot.index_copy_(1, sd, Rope3D.rotate(self.k_raw.index_select(1, sd), ang))
+            else:  # by the change of position, from the stored rotation
+                delta = (t_stale - self.rot_t[stale]).to(dev)
+                self.k_rot.index_copy_(1, sd, self.rope.rotate_temporal(self.k_rot.index_select(1, sd), delta))
             self.rot_t[stale] = t_stale
         if slots is None:
             return self.k_rot[:, : self.n]
@@ -147,7 +170,9 @@ class LayerKV:
         if m > self.scratch:
             raise ValueError(f"{m} tokens do not fit the {self.scratch}-token scratch region")
         sl = slice(self.n, self.n + m)
-        self.k_raw[:, sl], self.k_rot[:, sl], self.v[:, sl] = k_raw, k_rot, v
+        self.k_rot[:, sl], self.v[:, sl] = k_rot, v
+        if self.k_raw is not None:
+            self.k_raw[:, sl] = k_raw
         self.frame[sl], self.h[sl], self.w[sl], self.rot_t[sl] = frame, h, w, t
         self.tag[sl] = RECENT
         for a in self.aux.values():
@@ -188,7 +213,7 @@ class LayerKV:
             )
         if skip and count:
             src, dst = slice(self.n + skip, self.n + skip + count), slice(self.n, self.n + count)
-            for buf in (self.k_raw, self.k_rot, self.v):
+            for buf in self._buffers():
                 buf[:, dst] = buf[:, src].clone()
             for meta in (self.frame, self.h, self.w, self.tag, self.rot_t, *self.aux.values()):
                 meta[dst] = meta[src].clone()
@@ -204,8 +229,8 @@ class LayerKV:
             return
         # Staged tokens of the forward in flight move along, right after the kept slots.
         order = torch.cat([slots, torch.arange(self.n, self.n + self.pending)])
-        od = order.to(self.k_raw.device)
-        for buf in (self.k_raw, self.k_rot, self.v):
+        od = order.to(self.device)
+        for buf in self._buffers():
             buf[:, : order.numel()] = buf.index_select(1, od)
         for meta in (self.frame, self.h, self.w, self.tag, self.rot_t):
             meta[: order.numel()] = meta[order]
@@ -225,27 +250,27 @@ class LayerKV:
         self.aux.clear()
 
     def nbytes(self) -> int:
-        """Bytes allocated for this layer (capacity and scratch; raw keys, rotated-key memo, values)."""
-        return sum(b.numel() * b.element_size() for b in (self.k_raw, self.k_rot, self.v))
+        """Bytes allocated for this layer (capacity and scratch; keys, values and any raw keys)."""
+        return sum(b.numel() * b.element_size() for b in self._buffers())
 
     def used_nbytes(self) -> int:
-        """Bytes of the ``n`` cached tokens (raw keys, rotated-key memo, values)."""
-        return self.n * sum(b[:, :1].numel() * b.element_size() for b in (self.k_raw, self.k_rot, self.v))
+        """Bytes of the ``n`` cached tokens (keys, values and any raw keys)."""
+        return self.n * sum(b[:, :1].numel() * b.element_size() for b in self._buffers())
 
 
 class KVCache:
     """All layers' caches for one rollout (reused across videos of the same geometry)."""
 
     def __init__(self, geom: Geometry, capacity_frames: int, span_frames: int, batch: int,
-                 rope: Rope3D, dtype: torch.dtype, device: torch.device):
+                 rope: Rope3D, dtype: torch.dtype, device: torch.device, raw_keys: bool = False):
         self.geom = geom
         tpf = geom.tokens_per_frame
         self.layers = [
             LayerKV(batch, capacity_frames * tpf, span_frames * tpf, geom.num_heads, geom.head_dim,
-                    geom.grid, rope, dtype, device)
+                    geom.grid, rope, dtype, device, raw_keys)
             for _ in range(geom.num_layers)
         ]
-        self.key = (geom, capacity_frames, span_frames, batch, dtype, str(device), rope.max_pos)
+        self.key = (geom, capacity_frames, span_frames, batch, dtype, str(device), rope.max_pos, raw_keys)
 
     def reset(self) -> None:
         for layer in self.layers:

@@ -132,6 +132,13 @@ class CachePolicy:
         if self.capacity_frames(geom) < geom.chunk_frames:
             raise ConfigError(f"{self.name}: the cache must hold at least one chunk ({geom.chunk_frames} frames)")
 
+    def raw_keys(self) -> bool:
+        """Whether the cache must also keep un-rotated keys, so that a slot read at a new temporal
+        position is rotated there exactly from its raw key. False (the default, and all a policy with
+        absolute positions needs): keys are stored once, rotated, and a slot that moves is rotated in
+        place by the change of position, which rounds once per move in the cache dtype."""
+        return False
+
     def max_recache_frames(self, geom: Geometry) -> int:
         """The most frames one re-cache forward covers (sizes the engine's scratch region)."""
         return 0

@@ -143,6 +143,9 @@ class ParticipativeCompression(DeepSink):
         self.selected_layers: list[dict] = [{} for _ in range(geom.num_layers)]  # every layer's last compression
         self.compressions = 0
 
+    def raw_keys(self) -> bool:
+        return super().raw_keys() or (self.rotation == "read_time" and self.topc_align != "none")
+
     # --- membership ------------------------------------------------------------------------
     def make_room(self, cache: KVCache, span: FrameSpan) -> bool:
         # Count tokens, not frames: after a compression the Top-C tokens come from many frames.

@@ -115,7 +115,7 @@ class H2O(CandidateScorer):
     name = "h2o"
 
     def observe(self, pc, layer, kv, step):
-        acc = kv.register_aux("h2o", torch.float32, device=kv.k_raw.device)
+        acc = kv.register_aux("h2o", torch.float32, device=kv.device)
         if kv.n == 0:
             return
         keys = kv.rotated(None, pc.key_positions(layer, kv, step))

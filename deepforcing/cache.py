@@ -54,8 +54,8 @@ class Geometry:
 
 
 class LayerKV:
-    """One layer's keys and values: ``capacity`` committed slots plus a ``scratch`` region for the forward
-    in flight.
+    """One layer's keys and values: ``capacity`` committed slots plus ``scratch`` extra slots, so that the
+    forward in flight (staged right after the committed slots) always fits.
 
     Each key is stored once, rotated to the temporal position in ``rot_t``; values are never rotated.
     A slot read at another position is re-rotated in place, only when its position changes: from the
@@ -165,10 +165,11 @@ class LayerKV:
     # ---- the forward in flight -------------------------------------------------------------
     def stage(self, k_raw: torch.Tensor, k_rot: torch.Tensor, v: torch.Tensor, frame: torch.Tensor,
               t: torch.Tensor, h: torch.Tensor, w: torch.Tensor) -> None:
-        """Write the current forward's tokens into the scratch region after the committed slots."""
+        """Write the current forward's tokens into the free slots right after the committed ones."""
         m = k_raw.shape[1]
-        if m > self.scratch:
-            raise ValueError(f"{m} tokens do not fit the {self.scratch}-token scratch region")
+        if self.n + m > self.capacity + self.scratch:
+            raise ValueError(f"{m} staged tokens after {self.n} cached do not fit the {self.capacity}-slot "
+                             f"capacity plus {self.scratch}-slot scratch; the policy's room_frames is too large")
         sl = slice(self.n, self.n + m)
         self.k_rot[:, sl], self.v[:, sl] = k_rot, v
         if self.k_raw is not None:
@@ -261,16 +262,16 @@ class LayerKV:
 class KVCache:
     """All layers' caches for one rollout (reused across videos of the same geometry)."""
 
-    def __init__(self, geom: Geometry, capacity_frames: int, span_frames: int, batch: int,
+    def __init__(self, geom: Geometry, capacity_frames: int, scratch_frames: int, batch: int,
                  rope: Rope3D, dtype: torch.dtype, device: torch.device, raw_keys: bool = False):
         self.geom = geom
         tpf = geom.tokens_per_frame
         self.layers = [
-            LayerKV(batch, capacity_frames * tpf, span_frames * tpf, geom.num_heads, geom.head_dim,
+            LayerKV(batch, capacity_frames * tpf, scratch_frames * tpf, geom.num_heads, geom.head_dim,
                     geom.grid, rope, dtype, device, raw_keys)
             for _ in range(geom.num_layers)
         ]
-        self.key = (geom, capacity_frames, span_frames, batch, dtype, str(device), rope.max_pos, raw_keys)
+        self.key = (geom, capacity_frames, scratch_frames, batch, dtype, str(device), rope.max_pos, raw_keys)
 
     def reset(self) -> None:
         for layer in self.layers:

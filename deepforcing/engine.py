@@ -292,10 +292,11 @@ class Engine:
 
     def _kv_cache(self, geom: Geometry, policy: CachePolicy, span_frames: int, batch: int) -> KVCache:
         cap, raw = policy.capacity_frames(geom), policy.raw_keys()
-        key = (geom, cap, span_frames, batch, self.model.dtype, str(self.model.device), self.rope.max_pos, raw)
+        scratch = max(0, span_frames - policy.room_frames(geom))  # what the policy's free room cannot take
+        key = (geom, cap, scratch, batch, self.model.dtype, str(self.model.device), self.rope.max_pos, raw)
         if self._cache is None or self._cache.key != key:
             self._cache = None  # free the old buffers first
-            self._cache = KVCache(geom, cap, span_frames, batch, self.rope, self.model.dtype, self.model.device,
+            self._cache = KVCache(geom, cap, scratch, batch, self.rope, self.model.dtype, self.model.device,
                                   raw)
         self._cache.reset()
         return self._cache

@@ -169,3 +169,32 @@ def test_rolling_rollout_with_a_tail_of_latents_gives_the_same_chunks(tiny_model
     assert eng.generate(tiny_text, policy, rc, callback=lambda ev: chunks.append(ev.latents.clone()),
                         keep_latents=False) is None
     assert torch.equal(torch.cat(chunks, dim=1), full)
+
+
+# ---- memory and in-place re-rotation -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name, settings", [("rolling_window", dict(window=9)),
+                                            ("attention_sink", dict(sink=2, window=9, positions="absolute"))])
+def test_cache_is_the_reference_layout_size(tiny_model, tiny_text, name, settings):
+    """Self-Forcing's cache per layer is K and V of ``window`` frames (the chunk in flight included);
+    ours holds no more: keys once (rotated), values, no scratch beyond the window."""
+    cfg = tiny_model.cfg
+    eng = Engine(tiny_model)
+    eng.generate(tiny_text, build_policy(name, **settings), RolloutConfig(num_frames=15, seed=0))
+    element = torch.finfo(tiny_model.dtype).bits // 8
+    reference = cfg.num_layers * 2 * settings["window"] * cfg.tokens_per_frame() * cfg.dim * element
+    assert eng._cache.nbytes() == reference
+
+
+def test_in_place_rerotation_equals_rotation_from_raw_keys(tiny_model, tiny_text, monkeypatch):
+    """A policy whose keys move every chunk (cache-relative sink): rotating the stored keys in place by the
+    change of position gives the exact rotation from raw keys up to float rounding."""
+    rc = RolloutConfig(num_frames=24, seed=5)
+    exact = Engine(tiny_model).generate(tiny_text, build_policy("attention_sink", sink=2, window=9, positions="cache_relative"), rc)
+    policy = build_policy("attention_sink", sink=2, window=9, positions="cache_relative")
+    monkeypatch.setattr(policy, "raw_keys", lambda: False)
+    eng = Engine(tiny_model)
+    moved = eng.generate(tiny_text, policy, rc)
+    assert eng._cache.layers[0].k_raw is None
+    assert rel_err(moved, exact) <= 1e-5

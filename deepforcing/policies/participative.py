@@ -143,6 +143,9 @@ class ParticipativeCompression(DeepSink):
         self.selected_layers: list[dict] = [{} for _ in range(geom.num_layers)]  # every layer's last compression
         self.compressions = 0
 
+    def room_frames(self, geom: Geometry) -> int:
+        return 0  # the chunk is staged on a full window, then the cache is compressed
+
     def raw_keys(self) -> bool:
         return super().raw_keys() or (self.rotation == "read_time" and self.topc_align != "none")
 

@@ -235,8 +235,9 @@ class CachedAttention:
     """Self-attention of one forward: rotates, stages the forward's tokens, asks the policy for its
     context, attends, and commits through the policy in the commit pass."""
 
-    def __init__(self, engine: Engine, cache: KVCache, policy: CachePolicy, span: FrameSpan, phase: Phase):
-        self.cache, self.policy, self.span, self.phase = cache, policy, span, phase
+    def __init__(self, engine: Engine, cache: KVCache, policy: CachePolicy, span: FrameSpan, phase: Phase,
+                 keys_only: bool = False):
+        self.cache, self.policy, self.span, self.phase, self.keys_only = cache, policy, span, phase, keys_only
         self.backend, self.probe = engine.backend, engine.probe
         geom = cache.geom
         q_time = policy.query_positions(span, phase)
@@ -256,17 +257,26 @@ class CachedAttention:
         step = Step(self.span, self.phase, q, self.q_time)
         ctx = self.policy.context(layer, kv, step)
         slots = ctx.slots
+        probe = self.probe.wants(layer, len(self.cache.layers))
+        if self.keys_only and layer == len(self.cache.layers) - 1 and not probe:  # nobody reads the output
+            out = None
+        else:
+            out = self._attend(kv, ctx, q, probe)
+        if self.phase.writes:
+            self.policy.commit(layer, kv, step)
+        kv.end_forward()
+        return out
+
+    def _attend(self, kv, ctx, q: torch.Tensor, probe: bool) -> torch.Tensor:
+        slots = ctx.slots
         k_time = ctx.k_time if ctx.k_time is not None else (kv.frame[: kv.n] if slots is None else kv.frame[slots])
         keys, values = kv.read(slots, k_time, ctx.own)
         if ctx.mask is not None:
             out = sdpa(q, keys, values, ctx.mask.to(q.device)[None, :, None, :])
         else:
             out = attend(q, keys, values, self.backend)
-        if self.probe.wants(layer, len(self.cache.layers)):
+        if probe:
             self.probe.measure(kv, slots, q, keys)
-        if self.phase.writes:
-            self.policy.commit(layer, kv, step)
-        kv.end_forward()
         return out
 
 
@@ -303,12 +313,16 @@ class Engine:
 
     @torch.no_grad()
     def forward(self, x: torch.Tensor, t: float | torch.Tensor, text: TextState, cache: KVCache,
-                policy: CachePolicy, span: FrameSpan, phase: Phase) -> torch.Tensor:
+                policy: CachePolicy, span: FrameSpan, phase: Phase, keys_only: bool = False) -> torch.Tensor | None:
         """One model call over the frames ``span`` (``x [B, F, C, H, W]``) at timestep ``t`` (a scalar or
-        one per frame ``[B, F]``) with the policy's view of the cache."""
+        one per frame ``[B, F]``) with the policy's view of the cache. ``keys_only`` (a writing pass whose
+        output nobody reads): the cache is written exactly as by the full pass, the work after the last
+        layer's keys and values is skipped, and None is returned."""
+        if keys_only and not phase.writes:
+            raise ValueError(f"a keys-only pass must write the cache; {phase.kind} does not")
         tt = per_frame(t, x)
-        attn = CachedAttention(self, cache, policy, span, phase)
-        return self.model(x, tt.to(x.device), text, attn)
+        attn = CachedAttention(self, cache, policy, span, phase, keys_only)
+        return self.model(x, tt.to(x.device), text, attn, keys_only=keys_only)
 
     @torch.no_grad()
     def generate(

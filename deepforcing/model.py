@@ -316,13 +316,13 @@ class SelfAttention(nn.Module):
         self.norm_q = WanRMSNorm(cfg.dim, cfg.eps)  # over the full width, before the head split
         self.norm_k = WanRMSNorm(cfg.dim, cfg.eps)
 
-    def forward(self, x: torch.Tensor, layer: int, attn: SelfAttentionFn) -> torch.Tensor:
+    def qkv(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         b, n, _ = x.shape
         heads = (b, n, self.num_heads, self.head_dim)
-        q = self.norm_q(self.q(x)).view(heads)
-        k = self.norm_k(self.k(x)).view(heads)
-        v = self.v(x).view(heads)
-        return self.o(attn(layer, q, k, v).flatten(2))
+        return self.norm_q(self.q(x)).view(heads), self.norm_k(self.k(x)).view(heads), self.v(x).view(heads)
+
+    def forward(self, x: torch.Tensor, layer: int, attn: SelfAttentionFn) -> torch.Tensor:
+        return self.o(attn(layer, *self.qkv(x)).flatten(2))
 
 
 class CrossAttention(SelfAttention):
@@ -369,6 +369,13 @@ class AttentionBlock(nn.Module):
         x = x + self.cross_attn(self.norm3(x), text_kv)
         y = self.ffn((per_frame(self.norm2(x)) * (1 + scale2) + shift2).flatten(1, 2))
         return x + (per_frame(y) * gate2).flatten(1, 2)
+
+
+    def keys_only(self, x, e0, layer: int, attn: SelfAttentionFn) -> None:
+        """Only this block's self-attention keys and values reach ``attn`` (its output is not needed)."""
+        f = e0.shape[1]
+        shift1, scale1 = (self.modulation.unsqueeze(1) + e0).chunk(6, dim=2)[:2]
+        attn(layer, *self.self_attn.qkv((self.norm1(x).unflatten(1, (f, -1)) * (1 + scale1) + shift1).flatten(1, 2)))
 
 
 class Head(nn.Module):
@@ -423,8 +430,12 @@ class CausalWan(nn.Module):
         ctx = self.text_embedding(context.to(self.dtype))
         return TextState([blk.cross_attn.text_kv(ctx) for blk in self.blocks])
 
-    def forward(self, x: torch.Tensor, t: torch.Tensor, text: TextState, attn: SelfAttentionFn) -> torch.Tensor:
-        """``x [B, F, C, H, W]`` at per-frame timesteps ``t [B, F]`` -> flow prediction, same shape."""
+    def forward(self, x: torch.Tensor, t: torch.Tensor, text: TextState, attn: SelfAttentionFn,
+                keys_only: bool = False) -> torch.Tensor | None:
+        """``x [B, F, C, H, W]`` at per-frame timesteps ``t [B, F]`` -> flow prediction, same shape.
+
+        ``keys_only``: a pass run only for the keys and values it hands to ``attn`` (a cache commit whose
+        output is discarded): the last block stops after its q/k/v, and None is returned."""
         b, f, _, h, w = x.shape
         pt, ph, pw = self.cfg.patch_size
         tokens = self.patch_embedding(x.transpose(1, 2).to(self.dtype))  # [B, dim, F, H/ph, W/pw]
@@ -433,7 +444,11 @@ class CausalWan(nn.Module):
 
         e = self.time_embedding(sinusoidal_embedding(self.cfg.freq_dim, t.flatten()).to(tokens.dtype))
         e0 = self.time_projection(e).unflatten(1, (6, self.cfg.dim)).unflatten(0, (b, f))  # [B, F, 6, dim]
+        last = len(self.blocks) - 1
         for i, block in enumerate(self.blocks):
+            if keys_only and i == last:
+                block.keys_only(tokens, e0, i, attn)
+                return None
             tokens = block(tokens, e0, text.kv[i], i, attn)
         out = self.head(tokens, e.unflatten(0, (b, f)))  # [B, F, S, prod(patch)*C]
 

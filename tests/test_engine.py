@@ -198,3 +198,16 @@ def test_in_place_rerotation_equals_rotation_from_raw_keys(tiny_model, tiny_text
     moved = eng.generate(tiny_text, policy, rc)
     assert eng._cache.layers[0].k_raw is None
     assert rel_err(moved, exact) <= 1e-5
+
+
+@pytest.mark.parametrize("name, settings", [("rolling_window", dict(window=9)), ("deep_sink", dict(window=9, sink=3)),
+                                            ("longlive", dict(sink=3, window=9))])
+def test_keys_only_commit_writes_the_same_cache_as_the_full_pass(tiny_model, tiny_text, name, settings):
+    """The commit pass's output is discarded, so it stops after the last layer's keys and values; a trace
+    (which records every output) forces full passes: both rollouts are bit-identical."""
+    rc = RolloutConfig(num_frames=24, seed=6)
+    fast = Engine(tiny_model).generate(tiny_text, build_policy(name, **settings), rc)
+    records = []
+    full = Engine(tiny_model).generate(tiny_text, build_policy(name, **settings), rc, trace=records.append)
+    assert all(r.flow is not None for r in records)
+    assert torch.equal(fast, full)

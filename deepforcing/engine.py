@@ -29,6 +29,7 @@ RNG_MODES = ("reference", "per_chunk")
 # next level (Self-Forcing's sampler, made for few-step distilled generators); "euler" follows the flow
 # to the next level (the probability-flow ODE, for undistilled flow-matching models such as the toy model).
 SAMPLERS = ("renoise", "euler")
+ROPE_PRECISIONS = ("float32", "float64")
 
 
 @dataclass(frozen=True)
@@ -44,6 +45,8 @@ class RolloutConfig:
     seed: int = 0
     batch: int = 1
     rope_max_pos: int | None = None  # 1024 reproduces the reference RoPE table limit
+    rope_precision: str = "float32"  # the forward's q/k rotation: "float32" (per-position tables) or "float64"
+    # (the reference's arithmetic; slower); moved cache slots are always re-rotated in float64
     attn_backend: str = "auto"
     rollout: str | None = None  # "block" (chunk by chunk), "rolling" (Rolling Forcing's joint window); None: the
     # policy's (``CachePolicy.needs``), else "block"
@@ -80,6 +83,9 @@ class RolloutConfig:
 
         if self.attn_backend not in BACKENDS:
             raise ConfigError(f"unknown attention backend {self.attn_backend!r}; choose one of {', '.join(BACKENDS)}")
+        if self.rope_precision not in ROPE_PRECISIONS:
+            raise ConfigError(f"unknown rope_precision {self.rope_precision!r}; choose one of "
+                              f"{', '.join(ROPE_PRECISIONS)}")
         if self.sampler not in SAMPLERS:
             raise ConfigError(f"unknown sampler {self.sampler!r}; choose one of {', '.join(SAMPLERS)}")
         if self.rollout == "rolling" and self.sampler != "renoise":
@@ -248,12 +254,17 @@ class CachedAttention:
         self.t_tok = self.q_time.repeat_interleave(geom.tokens_per_frame)
         self.h_tok, self.w_tok = pos.h, pos.w
         dev = engine.model.device
-        self.angles = engine.rope.angles(self.t_tok.to(dev), pos.h.to(dev), pos.w.to(dev))
+        if engine.rope_precision == "float32":  # per-position float32 tables
+            cos, sin = engine.rope.cos_sin(self.t_tok, pos.h, pos.w, dev)
+            self.rotate = lambda x: Rope3D.rotate_fast(x, cos, sin)
+        else:  # the float64 reference
+            angles = engine.rope.angles(self.t_tok.to(dev), pos.h.to(dev), pos.w.to(dev))
+            self.rotate = lambda x: Rope3D.rotate(x, angles)
 
     def __call__(self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         kv = self.cache.layers[layer]
-        q = Rope3D.rotate(q, self.angles)
-        kv.stage(k, Rope3D.rotate(k, self.angles), v, self.frame_tok, self.t_tok, self.h_tok, self.w_tok)
+        q = self.rotate(q)
+        kv.stage(k, self.rotate(k), v, self.frame_tok, self.t_tok, self.h_tok, self.w_tok)
         step = Step(self.span, self.phase, q, self.q_time)
         ctx = self.policy.context(layer, kv, step)
         slots = ctx.slots
@@ -289,6 +300,7 @@ class Engine:
         self.probe = probe if probe is not None else AttentionProbe()
         self.cfg = model.cfg
         self.rope = Rope3D(self.cfg, max_pos=rope_max_pos)
+        self.rope_precision = "float32"
         self.backend = resolve_backend(attn_backend, model.dtype, model.device)
         self._cache: KVCache | None = None
 
@@ -344,6 +356,7 @@ class Engine:
         if rc.rope_max_pos != self.rope.max_pos:
             self.rope = Rope3D(self.cfg, max_pos=rc.rope_max_pos)
         self.backend = resolve_backend(rc.attn_backend, self.model.dtype, self.model.device)
+        self.rope_precision = rc.rope_precision
         from deepforcing.rollouts import ROLLOUTS
 
         rollout = ROLLOUTS.get(rc.loop_for(policy))(self, policy, rc, geom)

@@ -169,14 +169,9 @@ class Rope3D:
         ]
         self.pairs = cfg.head_dim // 2
         self._device_inv: dict[torch.device, list[torch.Tensor]] = {}
+        self._tables: dict[tuple[int, torch.device], tuple[int, torch.Tensor, torch.Tensor]] = {}
 
-    def _inv(self, device: torch.device) -> list[torch.Tensor]:
-        if device not in self._device_inv:
-            self._device_inv[device] = [f.to(device) for f in self.inv]
-        return self._device_inv[device]
-
-    def angles(self, t: torch.Tensor, h: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-        """Angles ``[N, head_dim/2]`` (float64) for tokens at temporal ``t``, height ``h``, width ``w``."""
+    def _check_limit(self, t: torch.Tensor) -> None:
         if self.max_pos is not None and t.numel():
             lo, hi = int(t.min()), int(t.max())
             if lo < 0 or hi >= self.max_pos:
@@ -185,6 +180,15 @@ class Rope3D:
                     f"[0, {self.max_pos}); disable the reference position limit (rope_max_pos=None) "
                     f"or generate fewer frames"
                 )
+
+    def _inv(self, device: torch.device) -> list[torch.Tensor]:
+        if device not in self._device_inv:
+            self._device_inv[device] = [f.to(device) for f in self.inv]
+        return self._device_inv[device]
+
+    def angles(self, t: torch.Tensor, h: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        """Angles ``[N, head_dim/2]`` (float64) for tokens at temporal ``t``, height ``h``, width ``w``."""
+        self._check_limit(t)
         inv_t, inv_h, inv_w = self._inv(t.device)
         return torch.cat(
             [
@@ -194,6 +198,47 @@ class Rope3D:
             ],
             dim=1,
         )
+
+    def _band_table(self, band: int, lo: int, hi: int, device: torch.device) -> tuple[int, torch.Tensor, torch.Tensor]:
+        """(first position, cos, sin) float32 tables of ``band`` covering positions ``[lo, hi]``: each entry
+        is the float64 angle's cosine/sine rounded once to float32. Grown (doubled) when a position falls
+        outside, so a rollout builds it a few times at most."""
+        key = (band, device)
+        have = self._tables.get(key)
+        if have is not None and have[0] <= lo and hi < have[0] + have[1].shape[0]:
+            return have
+        old_lo, old_hi = (have[0], have[0] + have[1].shape[0] - 1) if have is not None else (0, 63)
+        lo, hi = min(old_lo, 2 * lo), max(old_hi, 2 * hi)  # room to grow: rebuilt O(log) times
+        pos = torch.arange(lo, hi + 1, dtype=torch.float64, device=device)
+        ang = torch.outer(pos, self._inv(device)[band])
+        table = (lo, ang.cos().float(), ang.sin().float())
+        self._tables[key] = table
+        return table
+
+    def cos_sin(self, t: torch.Tensor, h: torch.Tensor, w: torch.Tensor, device: torch.device | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The fast path's ``(cos, sin)`` ``[N, head_dim/2]`` float32 on ``device`` for host positions, gathered
+        from per-position tables of each band (no float64 arithmetic per token; the index goes to the device
+        without blocking). :meth:`angles` is the float64 reference."""
+        self._check_limit(t)
+        device = torch.device(device) if device is not None else t.device
+        cos, sin = [], []
+        for band, p in enumerate((t, h, w)):
+            lo, hi = (int(p.min()), int(p.max())) if p.numel() else (0, 0)
+            first, c, s_ = self._band_table(band, lo, hi, device)
+            idx = (p - first).to(device, non_blocking=True)
+            cos.append(c[idx])
+            sin.append(s_[idx])
+        return torch.cat(cos, dim=1), torch.cat(sin, dim=1)
+
+    @staticmethod
+    def rotate_fast(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+        """Rotate ``x [B, N, H, D]`` by float32 ``cos``/``sin`` ``[N, D/2]`` (:meth:`cos_sin`), computing in
+        float32; returns ``x``'s dtype. Within float32 rounding of :meth:`rotate` (tests/test_rope.py)."""
+        xf = x.float().unflatten(-1, (-1, 2))
+        x0, x1 = xf[..., 0], xf[..., 1]
+        c, s = cos[None, :, None, :], sin[None, :, None, :]
+        return torch.stack([x0 * c - x1 * s, x0 * s + x1 * c], dim=-1).flatten(-2).to(x.dtype)
 
     @staticmethod
     def rotate(x: torch.Tensor, angles: torch.Tensor) -> torch.Tensor:

@@ -211,3 +211,17 @@ def test_keys_only_commit_writes_the_same_cache_as_the_full_pass(tiny_model, tin
     full = Engine(tiny_model).generate(tiny_text, build_policy(name, **settings), rc, trace=records.append)
     assert all(r.flow is not None for r in records)
     assert torch.equal(fast, full)
+
+
+def test_float32_rope_rollout_agrees_with_the_float64_reference(tiny_model, tiny_text):
+    fast = Engine(tiny_model).generate(tiny_text, build_policy("rolling_window", window=9),
+                                       RolloutConfig(num_frames=18, seed=8))
+    exact = Engine(tiny_model).generate(tiny_text, build_policy("rolling_window", window=9),
+                                        RolloutConfig(num_frames=18, seed=8, rope_precision="float64"))
+    assert rel_err(fast, exact) <= 1e-5
+
+
+def test_unknown_rope_precision_fails_before_work(tiny_model, tiny_text):
+    with pytest.raises(ConfigError, match="rope_precision"):
+        Engine(tiny_model).generate(tiny_text, build_policy("rolling_window", window=9),
+                                    RolloutConfig(num_frames=6, rope_precision="float16"))

@@ -69,9 +69,9 @@ def load(path: str | Path):
         torch.cuda.current_device = lambda: 0
     sys.path.insert(0, str(root))
     try:
-        from omegaconf import OmegaConf
         import wan.modules.causal_model as causal_model
         import wan.modules.model as wan_model
+        from omegaconf import OmegaConf
         from pipeline.causal_inference import CausalInferencePipeline
     except ImportError as e:
         raise ReferenceUnavailable(f"importing the reference from {root} failed: {e}; install its requirements "

@@ -65,9 +65,10 @@ class LayerKV:
 
     def __init__(
         self, batch: int, capacity: int, scratch: int, heads: int, head_dim: int, grid: tuple[int, int],
-        rope: Rope3D, dtype: torch.dtype, device: torch.device, raw_keys: bool = False,
+        rope: Rope3D, dtype: torch.dtype, device: torch.device, raw_keys: bool = False, compact: bool = False,
     ):
         total = capacity + scratch
+        self.compact = compact  # the reference path: keep() gathers the kept slots to the front
         shape = (batch, total, heads, head_dim)
         self.capacity, self.scratch, self.grid, self.rope = capacity, scratch, grid, rope
         self.k_rot = torch.zeros(shape, dtype=dtype, device=device)
@@ -79,6 +80,7 @@ class LayerKV:
         self.tag = torch.zeros(total, dtype=torch.uint8)
         self.rot_t = torch.full((total,), STALE, dtype=torch.long)  # position k_rot is rotated to
         self.aux: dict[str, torch.Tensor] = {}  # per-slot policy state (e.g. reuse counters), moved by keep()
+        self.phys = torch.arange(total)  # logical slot -> row of the K/V buffers; free rows after n + pending
         self.n = 0
         self.pending = 0  # tokens written to the scratch by the forward in flight
 
@@ -101,49 +103,101 @@ class LayerKV:
         """Distinct cached frame ids, in slot order of first appearance."""
         return self.frame[: self.n][self.run_starts()]
 
-    def rotated(self, slots: torch.Tensor | None, t: torch.Tensor) -> torch.Tensor:
-        """Keys of ``slots`` (None: all ``[0, n)``) rotated to temporal positions ``t`` (host, per slot)."""
+    def _dev(self, idx: torch.Tensor) -> torch.Tensor:
+        """A host index on the buffers' device, copied without blocking the host."""
+        if self.device.type == "cpu":
+            return idx
+        return idx.pin_memory().to(self.device, non_blocking=True)
+
+    def _rows(self, stop: int, start: int = 0) -> slice | None:
+        """The buffer rows of logical slots ``[start, stop)`` as a slice if they are consecutive rows in
+        slot order, else None."""
+        if stop <= start:
+            return slice(0, 0)
+        first, last = int(self.phys[start]), int(self.phys[stop - 1])
+        if last - first != stop - start - 1:
+            return None
+        rows = self.phys[start:stop]
+        if stop - start > 1 and not bool((rows[1:] - rows[:-1] == 1).all()):
+            return None
+        return slice(first, last + 1)
+
+    def _gather(self, buf: torch.Tensor, logical: torch.Tensor | slice) -> torch.Tensor:
+        """Rows of ``buf`` for logical slots (indices or a slice), in slot order; a view when they are
+        consecutive rows."""
+        if isinstance(logical, slice):
+            rows = self._rows(logical.stop, logical.start or 0)
+            if rows is not None:
+                return buf[:, rows]
+            return buf.index_select(1, self._dev(self.phys[logical]))
+        return buf.index_select(1, self._dev(self.phys[logical]))
+
+    def _refresh(self, slots: torch.Tensor | None, t: torch.Tensor) -> None:
+        """Re-rotate the slots whose stored rotation is not at ``t`` (in place, only those)."""
         idx = torch.arange(self.n) if slots is None else slots
         changed = self.rot_t[idx] != t
         stale = idx[changed]
         if stale.numel():
             t_stale = t[changed]
-            dev = self.device
-            sd = stale.to(dev, non_blocking=True)
+            rows = self._dev(self.phys[stale])
             if self.k_raw is not None:  # exact: from the un-rotated keys
-                ang = self.rope.angles(t_stale.to(dev), self.h[stale].to(dev), self.w[stale].to(dev))
-                self.k_rot.index_copy_(1, sd, Rope3D.rotate(self.k_raw.index_select(1, sd), ang))
+                ang = self.rope.angles(self._dev(t_stale), self._dev(self.h[stale]), self._dev(self.w[stale]))
+                self.k_rot.index_copy_(1, rows, Rope3D.rotate(self.k_raw.index_select(1, rows), ang))
             else:  # by the change of position, from the stored rotation
-                delta = (t_stale - self.rot_t[stale]).to(dev)
-                self.k_rot.index_copy_(1, sd, self.rope.rotate_temporal(self.k_rot.index_select(1, sd), delta))
+                delta = self._dev(t_stale - self.rot_t[stale])
+                self.k_rot.index_copy_(1, rows, self.rope.rotate_temporal(self.k_rot.index_select(1, rows), delta))
             self.rot_t[stale] = t_stale
-        if slots is None:
-            return self.k_rot[:, : self.n]
-        return self.k_rot.index_select(1, slots.to(self.k_rot.device))
+
+    def rotated(self, slots: torch.Tensor | None, t: torch.Tensor) -> torch.Tensor:
+        """Keys of ``slots`` (None: all ``[0, n)``) rotated to temporal positions ``t`` (host, per slot),
+        in slot order."""
+        self._refresh(slots, t)
+        return self._gather(self.k_rot, slice(0, self.n) if slots is None else slots)
 
     def values(self, slots: torch.Tensor | None) -> torch.Tensor:
-        if slots is None:
-            return self.v[:, : self.n]
-        return self.v.index_select(1, slots.to(self.v.device))
+        return self._gather(self.v, slice(0, self.n) if slots is None else slots)
 
-    def read(self, slots: torch.Tensor | None, t: torch.Tensor, own: torch.Tensor | None = None
-             ) -> tuple[torch.Tensor, torch.Tensor]:
+    def staged_keys(self) -> torch.Tensor:
+        """The rotated keys of the forward in flight, in staging order."""
+        return self._gather(self.k_rot, self.staged())
+
+    def read(self, slots: torch.Tensor | None, t: torch.Tensor, own: torch.Tensor | None = None,
+             ordered: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
         """Keys (rotated to ``t``) and values of ``slots``, followed by the staged tokens ``own``
         (indices into the staged region; None: all of them).
 
-        With ``slots=None`` and ``own=None`` this is one contiguous slice of the buffers, no copy.
+        ``ordered=False`` (softmax attention without a mask does not depend on the key order) with
+        ``slots=None`` and ``own=None``: every cached and staged token in buffer order, one slice of the
+        buffers, no copy, whenever their rows are consecutive (a window whose evicted rows were refilled
+        by the chunk: always, for a FIFO window with or without a sink); otherwise they are compacted
+        once and then read as one slice.
         """
         end = self.n + self.pending
         if slots is None and own is None:
-            self.rotated(None, t)
-            return self.k_rot[:, :end], self.v[:, :end]
+            self._refresh(None, t)
+            if ordered:
+                return self._gather(self.k_rot, slice(0, end)), self._gather(self.v, slice(0, end))
+            rows = self.phys[:end]
+            lo = int(rows.min()) if end else 0
+            if end and int(rows.max()) - lo != end - 1:  # scattered rows (after a non-FIFO selection)
+                self._compact(end)
+                lo = 0
+            return self.k_rot[:, lo : lo + end], self.v[:, lo : lo + end]
         k_ctx, v_ctx = self.rotated(slots, t), self.values(slots)
         if own is None:
-            k_own, v_own = self.k_rot[:, self.n : end], self.v[:, self.n : end]
+            k_own, v_own = self._gather(self.k_rot, self.staged()), self._gather(self.v, self.staged())
         else:
-            od = (own + self.n).to(self.k_rot.device)
-            k_own, v_own = self.k_rot.index_select(1, od), self.v.index_select(1, od)
+            k_own, v_own = self._gather(self.k_rot, own + self.n), self._gather(self.v, own + self.n)
         return torch.cat([k_ctx, k_own], dim=1), torch.cat([v_ctx, v_own], dim=1)
+
+    def _compact(self, count: int) -> None:
+        """Move the rows of logical slots ``[0, count)`` to buffer rows ``[0, count)`` in slot order."""
+        if self._rows(count) == slice(0, count):
+            return
+        rows = self._dev(self.phys[:count])
+        for buf in self._buffers():
+            buf[:, :count] = buf.index_select(1, rows)
+        self.phys = torch.arange(self.phys.numel())
 
     def staged(self) -> slice:
         return slice(self.n, self.n + self.pending)
@@ -171,9 +225,17 @@ class LayerKV:
             raise ValueError(f"{m} staged tokens after {self.n} cached do not fit the {self.capacity}-slot "
                              f"capacity plus {self.scratch}-slot scratch; the policy's room_frames is too large")
         sl = slice(self.n, self.n + m)
-        self.k_rot[:, sl], self.v[:, sl] = k_rot, v
-        if self.k_raw is not None:
-            self.k_raw[:, sl] = k_raw
+        rows = self._rows(self.n + m, self.n)
+        if rows is None:
+            rows = self._dev(self.phys[sl])
+            self.k_rot.index_copy_(1, rows, k_rot)
+            self.v.index_copy_(1, rows, v)
+            if self.k_raw is not None:
+                self.k_raw.index_copy_(1, rows, k_raw)
+        else:
+            self.k_rot[:, rows], self.v[:, rows] = k_rot, v
+            if self.k_raw is not None:
+                self.k_raw[:, rows] = k_raw
         self.frame[sl], self.h[sl], self.w[sl], self.rot_t[sl] = frame, h, w, t
         self.tag[sl] = RECENT
         for a in self.aux.values():
@@ -195,8 +257,8 @@ class LayerKV:
         caches that store rotated keys; the exact alternative is to read the slots at a new position."""
         if not slots.numel() or delta == 0:
             return
-        sd = slots.to(self.k_rot.device)
-        self.k_rot.index_copy_(1, sd, self.rope.rotate_temporal(self.k_rot.index_select(1, sd), float(delta)))
+        rows = self._dev(self.phys[slots])
+        self.k_rot.index_copy_(1, rows, self.rope.rotate_temporal(self.k_rot.index_select(1, rows), float(delta)))
         self.rot_t[slots] += delta
 
     def commit(self, count: int | None = None, tag: int = RECENT, skip: int = 0) -> None:
@@ -212,12 +274,13 @@ class LayerKV:
                 f"cache overflow: {self.n} cached + {count} new tokens > capacity {self.capacity}; "
                 "the policy must evict before committing"
             )
-        if skip and count:
+        if skip and count:  # the committed tokens take the skipped ones' slots: their rows do not move
             src, dst = slice(self.n + skip, self.n + skip + count), slice(self.n, self.n + count)
-            for buf in self._buffers():
-                buf[:, dst] = buf[:, src].clone()
             for meta in (self.frame, self.h, self.w, self.tag, self.rot_t, *self.aux.values()):
                 meta[dst] = meta[src].clone()
+            dropped = self.phys[self.n : self.n + skip].clone()
+            self.phys[dst] = self.phys[src].clone()
+            self.phys[self.n + count : self.n + count + skip] = dropped
         self.tag[self.n : self.n + count] = tag
         self.n += count
         self.pending = 0
@@ -228,16 +291,20 @@ class LayerKV:
         m = slots.numel()
         if m == self.n and torch.equal(slots, torch.arange(self.n)):
             return
-        # Staged tokens of the forward in flight move along, right after the kept slots.
+        # Staged tokens of the forward in flight move along, right after the kept slots. Only the slot
+        # order changes: the K/V rows stay where they are and the dropped rows become free, to be refilled
+        # by the next tokens staged (with ``compact``, the reference path: gathered to the front).
         order = torch.cat([slots, torch.arange(self.n, self.n + self.pending)])
-        od = order.to(self.device)
-        for buf in self._buffers():
-            buf[:, : order.numel()] = buf.index_select(1, od)
         for meta in (self.frame, self.h, self.w, self.tag, self.rot_t):
             meta[: order.numel()] = meta[order]
         for a in self.aux.values():
-            a[: order.numel()] = a[order.to(a.device)]
+            a[: order.numel()] = a[order if a.device.type == "cpu" else self._dev(order)]
+        free = torch.ones(self.phys.numel(), dtype=torch.bool)
+        free[order] = False
+        self.phys = torch.cat([self.phys[order], self.phys[free]])
         self.n = m
+        if self.compact:
+            self._compact(order.numel())
 
     def evict_frames(self, frames: torch.Tensor) -> None:
         """Drop every slot whose frame id is in ``frames``."""
@@ -246,6 +313,7 @@ class LayerKV:
 
     def reset(self) -> None:
         self.n = self.pending = 0
+        self.phys = torch.arange(self.phys.numel())
         self.rot_t.fill_(STALE)
         self.tag.zero_()
         self.aux.clear()
@@ -263,15 +331,16 @@ class KVCache:
     """All layers' caches for one rollout (reused across videos of the same geometry)."""
 
     def __init__(self, geom: Geometry, capacity_frames: int, scratch_frames: int, batch: int,
-                 rope: Rope3D, dtype: torch.dtype, device: torch.device, raw_keys: bool = False):
+                 rope: Rope3D, dtype: torch.dtype, device: torch.device, raw_keys: bool = False,
+                 compact: bool = False):
         self.geom = geom
         tpf = geom.tokens_per_frame
         self.layers = [
             LayerKV(batch, capacity_frames * tpf, scratch_frames * tpf, geom.num_heads, geom.head_dim,
-                    geom.grid, rope, dtype, device, raw_keys)
+                    geom.grid, rope, dtype, device, raw_keys, compact)
             for _ in range(geom.num_layers)
         ]
-        self.key = (geom, capacity_frames, scratch_frames, batch, dtype, str(device), rope.max_pos, raw_keys)
+        self.key = (geom, capacity_frames, scratch_frames, batch, dtype, str(device), rope.max_pos, raw_keys, compact)
 
     def reset(self) -> None:
         for layer in self.layers:

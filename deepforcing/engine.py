@@ -267,24 +267,24 @@ class CachedAttention:
         kv.stage(k, self.rotate(k), v, self.frame_tok, self.t_tok, self.h_tok, self.w_tok)
         step = Step(self.span, self.phase, q, self.q_time)
         ctx = self.policy.context(layer, kv, step)
-        slots = ctx.slots
         probe = self.probe.wants(layer, len(self.cache.layers))
-        if self.keys_only and layer == len(self.cache.layers) - 1 and not probe:  # nobody reads the output
-            out = None
-        else:
-            out = self._attend(kv, ctx, q, probe)
+        # nobody reads the last layer's output of a keys-only pass; the probe needs only its own queries
+        need_out = not (self.keys_only and layer == len(self.cache.layers) - 1)
+        out = self._attend(kv, ctx, q, need_out, probe) if need_out or probe else None
         if self.phase.writes:
             self.policy.commit(layer, kv, step)
         kv.end_forward()
         return out
 
-    def _attend(self, kv, ctx, q: torch.Tensor, probe: bool) -> torch.Tensor:
+    def _attend(self, kv, ctx, q: torch.Tensor, need_out: bool, probe: bool) -> torch.Tensor | None:
         slots = ctx.slots
         k_time = ctx.k_time if ctx.k_time is not None else (kv.frame[: kv.n] if slots is None else kv.frame[slots])
-        keys, values = kv.read(slots, k_time, ctx.own)
-        if ctx.mask is not None:
-            out = sdpa(q, keys, values, ctx.mask.to(q.device)[None, :, None, :])
-        else:
+        # without a mask or the probe, attention does not depend on the key order: read in buffer order
+        keys, values = kv.read(slots, k_time, ctx.own, ordered=probe or ctx.mask is not None)
+        out = None
+        if need_out and ctx.mask is not None:
+            out = sdpa(q, keys, values, ctx.mask.to(q.device, non_blocking=True)[None, :, None, :])
+        elif need_out:
             out = attend(q, keys, values, self.backend)
         if probe:
             self.probe.measure(kv, slots, q, keys)
@@ -295,8 +295,11 @@ class Engine:
     """Owns a backbone and runs rollouts; the policy is chosen per call."""
 
     def __init__(self, model: CausalWan, rope_max_pos: int | None = None, attn_backend: str = "auto",
-                 probe: AttentionProbe | None = None):
+                 probe: AttentionProbe | None = None, compact_cache: bool = False):
+        """``compact_cache``: the reference cache layout, whose evictions gather the kept slots to the front
+        (the default refills evicted rows in place and reads the window in buffer order)."""
         self.model = model.eval()
+        self.compact_cache = compact_cache
         self.probe = probe if probe is not None else AttentionProbe()
         self.cfg = model.cfg
         self.rope = Rope3D(self.cfg, max_pos=rope_max_pos)
@@ -315,11 +318,12 @@ class Engine:
     def _kv_cache(self, geom: Geometry, policy: CachePolicy, span_frames: int, batch: int) -> KVCache:
         cap, raw = policy.capacity_frames(geom), policy.raw_keys()
         scratch = max(0, span_frames - policy.room_frames(geom))  # what the policy's free room cannot take
-        key = (geom, cap, scratch, batch, self.model.dtype, str(self.model.device), self.rope.max_pos, raw)
+        key = (geom, cap, scratch, batch, self.model.dtype, str(self.model.device), self.rope.max_pos, raw,
+               self.compact_cache)
         if self._cache is None or self._cache.key != key:
             self._cache = None  # free the old buffers first
             self._cache = KVCache(geom, cap, scratch, batch, self.rope, self.model.dtype, self.model.device,
-                                  raw)
+                                  raw, self.compact_cache)
         self._cache.reset()
         return self._cache
 

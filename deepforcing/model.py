@@ -226,7 +226,11 @@ class Rope3D:
         for band, p in enumerate((t, h, w)):
             lo, hi = (int(p.min()), int(p.max())) if p.numel() else (0, 0)
             first, c, s_ = self._band_table(band, lo, hi, device)
-            idx = (p - first).to(device, non_blocking=True)
+            idx = p - first
+            if device.type == "cuda":  # pinned, so the copy does not block the host
+                idx = idx.pin_memory().to(device, non_blocking=True)
+            else:
+                idx = idx.to(device)
             cos.append(c[idx])
             sin.append(s_[idx])
         return torch.cat(cos, dim=1), torch.cat(sin, dim=1)

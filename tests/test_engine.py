@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from deepforcing.engine import Engine, LatentStore, RolloutConfig
+from deepforcing.engine import AttentionProbe, Engine, LatentStore, RolloutConfig
 from deepforcing.errors import ConfigError
 from deepforcing.model import MaskedAttention, Rope3D, TokenPositions
 from deepforcing.policies import build_policy
@@ -191,8 +191,9 @@ def test_in_place_rerotation_equals_rotation_from_raw_keys(tiny_model, tiny_text
     """A policy whose keys move every chunk (cache-relative sink): rotating the stored keys in place by the
     change of position gives the exact rotation from raw keys up to float rounding."""
     rc = RolloutConfig(num_frames=24, seed=5)
-    exact = Engine(tiny_model).generate(tiny_text, build_policy("attention_sink", sink=2, window=9, positions="cache_relative"), rc)
-    policy = build_policy("attention_sink", sink=2, window=9, positions="cache_relative")
+    settings = dict(sink=2, window=9, positions="cache_relative")
+    exact = Engine(tiny_model).generate(tiny_text, build_policy("attention_sink", **settings), rc)
+    policy = build_policy("attention_sink", **settings)
     monkeypatch.setattr(policy, "raw_keys", lambda: False)
     eng = Engine(tiny_model)
     moved = eng.generate(tiny_text, policy, rc)
@@ -225,3 +226,52 @@ def test_unknown_rope_precision_fails_before_work(tiny_model, tiny_text):
     with pytest.raises(ConfigError, match="rope_precision"):
         Engine(tiny_model).generate(tiny_text, build_policy("rolling_window", window=9),
                                     RolloutConfig(num_frames=6, rope_precision="float16"))
+
+
+# ---- ring layout: evicted rows refilled in place vs the compacting reference layout -------------------
+
+RING_CASES = [
+    ("rolling_window", dict(window=9), {}),
+    ("attention_sink", dict(sink=2, window=9, positions="absolute"), {}),
+    ("attention_sink", dict(sink=2, window=9, positions="cache_relative"), {}),
+    ("deep_sink", dict(window=9, sink=4, align="code", rotation="delta"), {}),
+    ("participative_compression", dict(window=12, sink=4, budget=9, recent=3), {}),
+    ("participative_compression", dict(window=12, sink=4, budget=9, recent=3, heads="per_head"), {}),
+    ("rolling_forcing", {}, dict(steps=(1000, 750, 500), rollout="rolling")),
+]
+
+
+@pytest.mark.parametrize("name, settings, rollout", RING_CASES)
+def test_ring_layout_equals_the_compacting_layout(tiny_model, tiny_text, name, settings, rollout):
+    """Evictions only re-map slots to rows (no K/V copy) and a window is read in buffer order; the old
+    layout gathers kept slots to the front and reads in slot order. Same rollout up to float summation
+    order (softmax attention does not depend on the key order)."""
+    rc = RolloutConfig(num_frames=30, seed=9, **rollout)
+    ring = Engine(tiny_model).generate(tiny_text, build_policy(name, **settings), rc)
+    compact = Engine(tiny_model, compact_cache=True).generate(tiny_text, build_policy(name, **settings), rc)
+    assert rel_err(ring, compact) <= 1e-5
+
+
+def test_a_rolling_window_reads_its_keys_without_copying(tiny_model, tiny_text, monkeypatch):
+    """Once the window rolls, every read of a FIFO window (with a sink too) is one view of the buffers, and
+    evictions copy no K/V rows."""
+    from deepforcing.cache import LayerKV
+
+    views, original = [], LayerKV.read
+
+    def spy(self, *args, **kwargs):
+        keys, values = original(self, *args, **kwargs)
+        views.append(keys.untyped_storage().data_ptr() == self.k_rot.untyped_storage().data_ptr()
+                     and values.untyped_storage().data_ptr() == self.v.untyped_storage().data_ptr())
+        return keys, values
+
+    moved = []
+    monkeypatch.setattr(LayerKV, "read", spy)
+    monkeypatch.setattr(LayerKV, "_compact", lambda self, count: moved.append(count))
+    for policy in (build_policy("rolling_window", window=9),
+                   build_policy("attention_sink", sink=2, window=9, positions="absolute")):
+        views.clear()
+        engine = Engine(tiny_model, probe=AttentionProbe(every=0))
+        engine.generate(tiny_text, policy, RolloutConfig(num_frames=30, seed=1))
+        assert views and all(views)
+        assert not moved  # no K/V row was ever copied by an eviction

@@ -221,7 +221,7 @@ class ParticipativeCompression(DeepSink):
         c_tokens = min(self.top_c * tpf, len(cand))
         keys = None
         if self._scorer.uses_keys:  # the cached keys at the positions they hold now, then the staged ones
-            keys = torch.cat([kv.rotated(None, self.key_positions(layer, kv, step)), kv.k_rot[:, kv.staged()]], dim=1)
+            keys = torch.cat([kv.rotated(None, self.key_positions(layer, kv, step)), kv.staged_keys()], dim=1)
         scores = self._scorer.score(self, layer, kv, step, cand, keys, per_head=self.heads == "per_head")
         if self.heads == "per_head":
             per_head = torch.topk(scores, c_tokens, dim=-1).indices  # [H, C]

@@ -119,7 +119,7 @@ class H2O(CandidateScorer):
         if kv.n == 0:
             return
         keys = kv.rotated(None, pc.key_positions(layer, kv, step))
-        own = kv.k_rot[:, kv.staged()]
+        own = kv.staged_keys()
         acc[: kv.n] += key_importance(step.q, keys, mode="softmax", extra_keys=own).sum(0)
 
     def score(self, pc, layer, kv, step, cand, keys, per_head):

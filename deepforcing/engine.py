@@ -295,10 +295,14 @@ class Engine:
     """Owns a backbone and runs rollouts; the policy is chosen per call."""
 
     def __init__(self, model: CausalWan, rope_max_pos: int | None = None, attn_backend: str = "auto",
-                 probe: AttentionProbe | None = None, compact_cache: bool = False):
+                 probe: AttentionProbe | None = None, compact_cache: bool = False, compile: str | None = None):
         """``compact_cache``: the reference cache layout, whose evictions gather the kept slots to the front
-        (the default refills evicted rows in place and reads the window in buffer order)."""
+        (the default refills evicted rows in place and reads the window in buffer order). ``compile``: the
+        one switch for ``torch.compile`` of the model's dense parts (:meth:`CausalWan.compile_dense`: None,
+        ``"inductor"``, ``"cudagraphs"``, or a debug backend such as ``"aot_eager"``)."""
         self.model = model.eval()
+        if compile != model.compiled:
+            model.compile_dense(compile)
         self.compact_cache = compact_cache
         self.probe = probe if probe is not None else AttentionProbe()
         self.cfg = model.cfg

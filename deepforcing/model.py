@@ -407,24 +407,28 @@ class AttentionBlock(nn.Module):
 
     def forward(self, x, e0, text_kv, layer: int, attn: SelfAttentionFn):
         # x [B, F*S, dim]; e0 [B, F, 6, dim]: one modulation per frame, broadcast over its tokens.
-        b, f = e0.shape[:2]
-        shift1, scale1, gate1, shift2, scale2, gate2 = (self.modulation.unsqueeze(1) + e0).chunk(6, dim=2)
+        return self.attn_outputs(x, attn(layer, *self.attn_inputs(x, e0)), e0, text_kv)
 
-        def per_frame(y):  # [B, F*S, dim] <-> [B, F, S, dim]
-            return y.unflatten(1, (f, -1))
+    def attn_inputs(self, x, e0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The self-attention's raw q, k, v (the dense part before the cache)."""
+        f = e0.shape[1]
+        shift1, scale1 = (self.modulation.unsqueeze(1) + e0).chunk(6, dim=2)[:2]
+        return self.self_attn.qkv((self.norm1(x).unflatten(1, (f, -1)) * (1 + scale1) + shift1).flatten(1, 2))
 
-        y = self.self_attn((per_frame(self.norm1(x)) * (1 + scale1) + shift1).flatten(1, 2), layer, attn)
+    def attn_outputs(self, x, y, e0, text_kv):
+        """Everything after the self-attention ``y [B, L, H, D]``: output projection, gated residual,
+        text cross-attention and the feed-forward (the dense part after the cache)."""
+        f = e0.shape[1]
+        _, _, gate1, shift2, scale2, gate2 = (self.modulation.unsqueeze(1) + e0).chunk(6, dim=2)
+
+        def per_frame(z):  # [B, F*S, dim] <-> [B, F, S, dim]
+            return z.unflatten(1, (f, -1))
+
+        y = self.self_attn.o(y.flatten(2))
         x = x + (per_frame(y) * gate1).flatten(1, 2)
         x = x + self.cross_attn(self.norm3(x), text_kv)
         y = self.ffn((per_frame(self.norm2(x)) * (1 + scale2) + shift2).flatten(1, 2))
         return x + (per_frame(y) * gate2).flatten(1, 2)
-
-
-    def keys_only(self, x, e0, layer: int, attn: SelfAttentionFn) -> None:
-        """Only this block's self-attention keys and values reach ``attn`` (its output is not needed)."""
-        f = e0.shape[1]
-        shift1, scale1 = (self.modulation.unsqueeze(1) + e0).chunk(6, dim=2)[:2]
-        attn(layer, *self.self_attn.qkv((self.norm1(x).unflatten(1, (f, -1)) * (1 + scale1) + shift1).flatten(1, 2)))
 
 
 class Head(nn.Module):
@@ -460,6 +464,22 @@ class CausalWan(nn.Module):
         self.time_projection = nn.Sequential(nn.SiLU(), nn.Linear(cfg.dim, cfg.dim * 6))
         self.blocks = nn.ModuleList([AttentionBlock(cfg) for _ in range(cfg.num_layers)])
         self.head = Head(cfg)
+        self._dense = (AttentionBlock.attn_inputs, AttentionBlock.attn_outputs)  # see compile_dense
+        self.compiled: str | None = None
+
+    def compile_dense(self, backend: str | None) -> None:
+        """Run the dense parts of every block (before and after the cached self-attention, which stays
+        eager: it calls the cache policy) through ``torch.compile``; one graph serves all blocks.
+        ``backend``: None (eager), ``"inductor"``, ``"cudagraphs"`` (inductor with CUDA graphs,
+        ``mode="reduce-overhead"``: shapes are fixed within a phase) or any torch.compile backend name
+        (``"aot_eager"`` checks the capture without code generation)."""
+        if backend is None:
+            self._dense = (AttentionBlock.attn_inputs, AttentionBlock.attn_outputs)
+        else:
+            kw = dict(backend="inductor", mode="reduce-overhead") if backend == "cudagraphs" else dict(backend=backend)
+            self._dense = tuple(torch.compile(fn, **kw) for fn in (AttentionBlock.attn_inputs,
+                                                                   AttentionBlock.attn_outputs))
+        self.compiled = backend
 
     @property
     def dtype(self) -> torch.dtype:
@@ -494,11 +514,13 @@ class CausalWan(nn.Module):
         e = self.time_embedding(sinusoidal_embedding(self.cfg.freq_dim, t.flatten()).to(tokens.dtype))
         e0 = self.time_projection(e).unflatten(1, (6, self.cfg.dim)).unflatten(0, (b, f))  # [B, F, 6, dim]
         last = len(self.blocks) - 1
+        inputs, outputs = self._dense
         for i, block in enumerate(self.blocks):
-            if keys_only and i == last:
-                block.keys_only(tokens, e0, i, attn)
+            qkv = inputs(block, tokens, e0)
+            if keys_only and i == last:  # only the keys and values reach the cache
+                attn(i, *qkv)
                 return None
-            tokens = block(tokens, e0, text.kv[i], i, attn)
+            tokens = outputs(block, tokens, attn(i, *qkv), e0, text.kv[i])
         out = self.head(tokens, e.unflatten(0, (b, f)))  # [B, F, S, prod(patch)*C]
 
         # Unpatchify: each token's outputs are ordered (pt, ph, pw, c), c fastest.

@@ -7,7 +7,8 @@
 Each row runs in its own process (so peak RSS is its own), repetitions interleaved across rows. Time is
 the process CPU time of each chunk after the window is full (robust on a shared machine; with one thread
 it equals wall time on an idle one); per repetition the mean over those chunks, then min and median
-over repetitions. The last chunk is not timed: FLOPs are counted on it (matmuls through
+over repetitions; ``probe %`` is the attention probe's share of the whole rollout's CPU time (worst
+repetition). The last chunk is not timed: FLOPs are counted on it (matmuls through
 torch.utils.flop_counter, SDPA as 4*B*H*Lq*Lk*D). ``--reference PATH`` imports guandeh17/Self-Forcing's
 ``CausalInferencePipeline`` from a checkout at PATH (never copied here; benchmarks/reference_self_forcing.py
 says what is adapted) and runs it on the same weights, config and noise: its rows are the reference for
@@ -93,6 +94,7 @@ def worker(spec: dict) -> dict:
     frames, seed, cf = spec["frames"], spec["seed"], spec["chunk_frames"]
     chunks = frames // cf
     stamps: list[float] = []
+    probe_s = [0.0]
     flops = [0]
     counter = FlopCounterMode(display=False)
     sdpa_plain, sdpa_counted = sdpa_flops(flops)
@@ -135,7 +137,15 @@ def worker(spec: dict) -> dict:
         kv = ref.kv_bytes(pipe)
     else:
         every = 0 if spec["probe"] == "off" else AttentionProbe().every
-        engine = Engine(model, probe=AttentionProbe(every=every))
+        engine = Engine(model, probe=AttentionProbe(every=every), compile=spec.get("compile"))
+        measure = engine.probe.measure
+
+        def timed_measure(*a, **kw):  # the probe's own cost
+            tic = time.process_time()
+            measure(*a, **kw)
+            probe_s[0] += time.process_time() - tic
+
+        engine.probe.measure = timed_measure
         policy = build_policy(spec["policy"], **spec["settings"])
         rc = RolloutConfig(num_frames=frames, rng="reference", seed=seed, chunk_frames=cf)
         sync()
@@ -150,6 +160,7 @@ def worker(spec: dict) -> dict:
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB -> MiB
     peak = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else rss
     return {"chunk_s": sum(timed) / len(timed), "timed_chunks": len(timed), "kv_bytes": kv,
+            "probe_share": probe_s[0] / (stamps[-1] - stamps[0]),
             "peak_mib": peak, "flops": flops[0] + counter.get_total_flops()}
 
 
@@ -187,6 +198,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--probe", choices=["off", "sampled", "both"], default="both",
                     help="our attention probe: off, sampled (the default AttentionProbe), or a row for each")
+    ap.add_argument("--compile", default=None, help="Engine(compile=...) for our rows: inductor, cudagraphs, ...")
     args = ap.parse_args()
     if args.worker:
         print(json.dumps(worker(json.loads(args.worker))))
@@ -199,7 +211,7 @@ def main() -> None:
     cf = args.chunk_frames
     frames = args.frames or (-(-args.window // cf) + 4) * cf
     base = dict(config=args.config, device=device, dtype=dtype, frames=frames, seed=0, chunk_frames=cf,
-                window=args.window, threads=args.threads, reference=args.reference)
+                window=args.window, threads=args.threads, reference=args.reference, compile=args.compile)
     probes = ["off", "sampled"] if args.probe == "both" else [args.probe]
     specs = []
     for row in args.rows.split(","):
@@ -245,6 +257,7 @@ def main() -> None:
             "ratio": med / base_med, "max rel diff": diff,
             "peak KV MiB": results[i][0]["kv_bytes"] / 2**20, "peak RSS MiB": max(r["peak_mib"] for r in results[i]),
             "GFLOP/chunk": results[i][0]["flops"] / 1e9,
+            "probe %": "-" if spec["impl"] == "ref" else f"{100 * max(r['probe_share'] for r in results[i]):.2f}",
         })
     print(f"config={args.config} window={args.window} frames={frames} chunk={cf} threads={args.threads} "
           f"reps={args.reps} device={device} dtype={dtype} torch={torch.__version__} "

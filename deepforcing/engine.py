@@ -207,6 +207,7 @@ class AttentionProbe:
     every: int = 4
     queries: int = 256
     layer: int | None = None
+    block: int = 32  # queries per softmax slab: the probe's peak memory is block x keys x heads floats
     _armed: bool = False
     _mass: dict | None = None
 
@@ -224,7 +225,8 @@ class AttentionProbe:
     def measure(self, kv, slots, q: torch.Tensor, keys: torch.Tensor) -> None:
         stride = max(1, math.ceil(q.shape[1] / self.queries))
         q = q[:, ::stride]
-        probs = key_importance(q, keys, mode="softmax").sum(0) / (q.shape[0] * q.shape[1] * q.shape[2])
+        probs = key_importance(q, keys, mode="softmax", block=self.block).sum(0)
+        probs = probs / (q.shape[0] * q.shape[1] * q.shape[2])
         n_read = kv.n if slots is None else len(slots)
         tags = kv.tags() if slots is None else kv.tags()[slots]
         probs = probs.cpu()

@@ -122,6 +122,19 @@ class LayerKV:
             return None
         return slice(first, last + 1)
 
+    @staticmethod
+    def _runs(rows: torch.Tensor, most: int = 4) -> list[tuple[slice, slice]] | None:
+        """``rows`` as at most ``most`` runs of consecutive rows: (positions in ``rows``, buffer rows)
+        pairs; None if more."""
+        if not rows.numel():
+            return []
+        cuts = (torch.nonzero(rows[1:] - rows[:-1] != 1).flatten() + 1).tolist()
+        if len(cuts) >= most:
+            return None
+        bounds = [0, *cuts, rows.numel()]
+        pairs = zip(bounds[:-1], bounds[1:], strict=True)
+        return [(slice(a, b), slice(int(rows[a]), int(rows[a]) + b - a)) for a, b in pairs]
+
     def _gather(self, buf: torch.Tensor, logical: torch.Tensor | slice) -> torch.Tensor:
         """Rows of ``buf`` for logical slots (indices or a slice), in slot order; a view when they are
         consecutive rows."""
@@ -225,17 +238,18 @@ class LayerKV:
             raise ValueError(f"{m} staged tokens after {self.n} cached do not fit the {self.capacity}-slot "
                              f"capacity plus {self.scratch}-slot scratch; the policy's room_frames is too large")
         sl = slice(self.n, self.n + m)
-        rows = self._rows(self.n + m, self.n)
-        if rows is None:
+        runs = self._runs(self.phys[sl])
+        if runs is None:  # scattered free rows: one indexed write
             rows = self._dev(self.phys[sl])
             self.k_rot.index_copy_(1, rows, k_rot)
             self.v.index_copy_(1, rows, v)
             if self.k_raw is not None:
                 self.k_raw.index_copy_(1, rows, k_raw)
-        else:
-            self.k_rot[:, rows], self.v[:, rows] = k_rot, v
-            if self.k_raw is not None:
-                self.k_raw[:, rows] = k_raw
+        else:  # a few runs of consecutive rows (a FIFO ring wraps at most once): slice writes, no index
+            for src, dst in runs:
+                self.k_rot[:, dst], self.v[:, dst] = k_rot[:, src], v[:, src]
+                if self.k_raw is not None:
+                    self.k_raw[:, dst] = k_raw[:, src]
         self.frame[sl], self.h[sl], self.w[sl], self.rot_t[sl] = frame, h, w, t
         self.tag[sl] = RECENT
         for a in self.aux.values():

@@ -253,8 +253,8 @@ def test_ring_layout_equals_the_compacting_layout(tiny_model, tiny_text, name, s
 
 
 def test_a_rolling_window_reads_its_keys_without_copying(tiny_model, tiny_text, monkeypatch):
-    """Once the window rolls, every read of a FIFO window (with a sink too) is one view of the buffers, and
-    evictions copy no K/V rows."""
+    """Once the window rolls, every read of a FIFO window (with a sink too) is one view of the buffers,
+    evictions copy no K/V rows, and no per-layer index goes to the device."""
     from deepforcing.cache import LayerKV
 
     views, original = [], LayerKV.read
@@ -265,9 +265,10 @@ def test_a_rolling_window_reads_its_keys_without_copying(tiny_model, tiny_text, 
                      and values.untyped_storage().data_ptr() == self.v.untyped_storage().data_ptr())
         return keys, values
 
-    moved = []
+    moved, indexed = [], []
     monkeypatch.setattr(LayerKV, "read", spy)
     monkeypatch.setattr(LayerKV, "_compact", lambda self, count: moved.append(count))
+    monkeypatch.setattr(LayerKV, "_dev", lambda self, idx: indexed.append(idx) or idx)
     for policy in (build_policy("rolling_window", window=9),
                    build_policy("attention_sink", sink=2, window=9, positions="absolute")):
         views.clear()
@@ -275,6 +276,7 @@ def test_a_rolling_window_reads_its_keys_without_copying(tiny_model, tiny_text, 
         engine.generate(tiny_text, policy, RolloutConfig(num_frames=30, seed=1))
         assert views and all(views)
         assert not moved  # no K/V row was ever copied by an eviction
+        assert not indexed  # and no index tensor had to reach the device (on CUDA: no host-device copy)
 
 
 def test_compiled_dense_path_equals_eager(tiny_model, tiny_text):

@@ -9,11 +9,14 @@ for ``raw_keys`` (exact re-alignment wherever a slot moves), from a second buffe
 Where a policy uses absolute positions no key is ever re-rotated: bit-identical to caches that
 rotate at write time.
 
-Buffers are preallocated: ``capacity`` committed tokens plus a scratch region for the tokens of
-the forward in flight, which sits right after the committed ones so the common read "all cached
-tokens, then my own" is one contiguous slice. Commit turns (part of) the scratch into cached
-tokens without copying. Slot order is compact: slots ``[0, n)`` are in use, in the order the
-policy keeps them (sinks first, then time order for every shipped policy).
+Buffers are preallocated: ``capacity`` committed tokens plus any scratch the policy's free room does
+not cover, for the tokens of the forward in flight, staged right after the committed slots. Slot
+order is logical and compact: slots ``[0, n)`` are in use, in the order the policy keeps them (sinks
+first, then time order for every shipped policy), then the staged ones. Each slot maps to a buffer row
+(``phys``): an eviction only re-maps slots and frees rows, which the next staged tokens refill, so no
+K/V moves. An unmasked read of every cached and staged token is one slice of the buffers in row
+order (a FIFO window's rows are always consecutive); commit turns staged tokens into cached ones
+without copying.
 
 Bookkeeping (frame ids, positions, tags) lives on the host as small integer tensors, so policies
 decide without device synchronisation; only K/V live on the compute device.

@@ -1,16 +1,22 @@
-"""Per-layer KV cache: raw keys plus positions, rotated when read.
+"""Per-layer KV cache: each key stored once, rotated, with its positions.
 
-Keys are stored after RMSNorm and **before** RoPE, together with each token's absolute frame
-index and spatial position. A policy says, for every read, at which temporal position each cached
-token sits; the cache rotates keys there. Rotations are memoised per slot (``k_rot`` holds each
-slot rotated at ``rot_t``), so only slots whose position changed are recomputed. Where a policy
-uses absolute positions this is bit-identical to caches that rotate at write time.
+Keys are stored after RMSNorm and RoPE, at the temporal position recorded per slot (``rot_t``),
+together with each token's absolute frame index and spatial position; values are never rotated.
+This is the layout of Self-Forcing's cache (the same bytes per token). A policy says, for every
+read, at which temporal position each cached token sits; only slots whose position changed are
+re-rotated, in place: by the change of position (one rounding per move), or, for a policy that asks
+for ``raw_keys`` (exact re-alignment wherever a slot moves), from a second buffer of un-rotated keys.
+Where a policy uses absolute positions no key is ever re-rotated: bit-identical to caches that
+rotate at write time.
 
-Buffers are preallocated: ``capacity`` committed tokens plus a scratch region for the tokens of
-the forward in flight, which sits right after the committed ones so the common read "all cached
-tokens, then my own" is one contiguous slice. Commit turns (part of) the scratch into cached
-tokens without copying. Slot order is compact: slots ``[0, n)`` are in use, in the order the
-policy keeps them (sinks first, then time order for every shipped policy).
+Buffers are preallocated: ``capacity`` committed tokens plus any scratch the policy's free room does
+not cover, for the tokens of the forward in flight, staged right after the committed slots. Slot
+order is logical and compact: slots ``[0, n)`` are in use, in the order the policy keeps them (sinks
+first, then time order for every shipped policy), then the staged ones. Each slot maps to a buffer row
+(``phys``): an eviction only re-maps slots and frees rows, which the next staged tokens refill, so no
+K/V moves. An unmasked read of every cached and staged token is one slice of the buffers in row
+order (a FIFO window's rows are always consecutive); commit turns staged tokens into cached ones
+without copying.
 
 Bookkeeping (frame ids, positions, tags) lives on the host as small integer tensors, so policies
 decide without device synchronisation; only K/V live on the compute device.
@@ -51,24 +57,42 @@ class Geometry:
 
 
 class LayerKV:
+    """One layer's keys and values: ``capacity`` committed slots plus ``scratch`` extra slots, so that the
+    forward in flight (staged right after the committed slots) always fits.
+
+    Each key is stored once, rotated to the temporal position in ``rot_t``; values are never rotated.
+    A slot read at another position is re-rotated in place, only when its position changes: from the
+    stored rotated key by the change of position (one rounding per move), or, with ``raw_keys``, from a
+    second buffer of un-rotated keys (exact wherever the slot moves, at the cost of that buffer).
+    """
+
     def __init__(
         self, batch: int, capacity: int, scratch: int, heads: int, head_dim: int, grid: tuple[int, int],
-        rope: Rope3D, dtype: torch.dtype, device: torch.device,
+        rope: Rope3D, dtype: torch.dtype, device: torch.device, raw_keys: bool = False, compact: bool = False,
     ):
         total = capacity + scratch
+        self.compact = compact  # the reference path: keep() gathers the kept slots to the front
         shape = (batch, total, heads, head_dim)
         self.capacity, self.scratch, self.grid, self.rope = capacity, scratch, grid, rope
-        self.k_raw = torch.zeros(shape, dtype=dtype, device=device)
         self.k_rot = torch.zeros(shape, dtype=dtype, device=device)
         self.v = torch.zeros(shape, dtype=dtype, device=device)
+        self.k_raw = torch.zeros(shape, dtype=dtype, device=device) if raw_keys else None
         self.frame = torch.zeros(total, dtype=torch.long)  # absolute latent frame of each slot
         self.h = torch.zeros(total, dtype=torch.long)
         self.w = torch.zeros(total, dtype=torch.long)
         self.tag = torch.zeros(total, dtype=torch.uint8)
-        self.rot_t = torch.full((total,), STALE, dtype=torch.long)
+        self.rot_t = torch.full((total,), STALE, dtype=torch.long)  # position k_rot is rotated to
         self.aux: dict[str, torch.Tensor] = {}  # per-slot policy state (e.g. reuse counters), moved by keep()
+        self.phys = torch.arange(total)  # logical slot -> row of the K/V buffers; free rows after n + pending
         self.n = 0
         self.pending = 0  # tokens written to the scratch by the forward in flight
+
+    @property
+    def device(self) -> torch.device:
+        return self.k_rot.device
+
+    def _buffers(self) -> tuple[torch.Tensor, ...]:
+        return (self.k_rot, self.v) if self.k_raw is None else (self.k_raw, self.k_rot, self.v)
 
     # ---- reads -----------------------------------------------------------------------------
     def run_starts(self) -> torch.Tensor:
@@ -82,45 +106,114 @@ class LayerKV:
         """Distinct cached frame ids, in slot order of first appearance."""
         return self.frame[: self.n][self.run_starts()]
 
-    def rotated(self, slots: torch.Tensor | None, t: torch.Tensor) -> torch.Tensor:
-        """Keys of ``slots`` (None: all ``[0, n)``) rotated to temporal positions ``t`` (host, per slot)."""
+    def _dev(self, idx: torch.Tensor) -> torch.Tensor:
+        """A host index on the buffers' device, copied without blocking the host."""
+        if self.device.type == "cpu":
+            return idx
+        return idx.pin_memory().to(self.device, non_blocking=True)
+
+    def _rows(self, stop: int, start: int = 0) -> slice | None:
+        """The buffer rows of logical slots ``[start, stop)`` as a slice if they are consecutive rows in
+        slot order, else None."""
+        if stop <= start:
+            return slice(0, 0)
+        first, last = int(self.phys[start]), int(self.phys[stop - 1])
+        if last - first != stop - start - 1:
+            return None
+        rows = self.phys[start:stop]
+        if stop - start > 1 and not bool((rows[1:] - rows[:-1] == 1).all()):
+            return None
+        return slice(first, last + 1)
+
+    @staticmethod
+    def _runs(rows: torch.Tensor, most: int = 4) -> list[tuple[slice, slice]] | None:
+        """``rows`` as at most ``most`` runs of consecutive rows: (positions in ``rows``, buffer rows)
+        pairs; None if more."""
+        if not rows.numel():
+            return []
+        cuts = (torch.nonzero(rows[1:] - rows[:-1] != 1).flatten() + 1).tolist()
+        if len(cuts) >= most:
+            return None
+        bounds = [0, *cuts, rows.numel()]
+        pairs = zip(bounds[:-1], bounds[1:], strict=True)
+        return [(slice(a, b), slice(int(rows[a]), int(rows[a]) + b - a)) for a, b in pairs]
+
+    def _gather(self, buf: torch.Tensor, logical: torch.Tensor | slice) -> torch.Tensor:
+        """Rows of ``buf`` for logical slots (indices or a slice), in slot order; a view when they are
+        consecutive rows."""
+        if isinstance(logical, slice):
+            rows = self._rows(logical.stop, logical.start or 0)
+            if rows is not None:
+                return buf[:, rows]
+            return buf.index_select(1, self._dev(self.phys[logical]))
+        return buf.index_select(1, self._dev(self.phys[logical]))
+
+    def _refresh(self, slots: torch.Tensor | None, t: torch.Tensor) -> None:
+        """Re-rotate the slots whose stored rotation is not at ``t`` (in place, only those)."""
         idx = torch.arange(self.n) if slots is None else slots
         changed = self.rot_t[idx] != t
         stale = idx[changed]
         if stale.numel():
             t_stale = t[changed]
-            dev = self.k_raw.device
-            ang = self.rope.angles(t_stale.to(dev), self.h[stale].to(dev), self.w[stale].to(dev))
-            sd = stale.to(dev)
-            self.k_rot.index_copy_(1, sd, Rope3D.rotate(self.k_raw.index_select(1, sd), ang))
+            rows = self._dev(self.phys[stale])
+            if self.k_raw is not None:  # exact: from the un-rotated keys
+                ang = self.rope.angles(self._dev(t_stale), self._dev(self.h[stale]), self._dev(self.w[stale]))
+                self.k_rot.index_copy_(1, rows, Rope3D.rotate(self.k_raw.index_select(1, rows), ang))
+            else:  # by the change of position, from the stored rotation
+                delta = self._dev(t_stale - self.rot_t[stale])
+                self.k_rot.index_copy_(1, rows, self.rope.rotate_temporal(self.k_rot.index_select(1, rows), delta))
             self.rot_t[stale] = t_stale
-        if slots is None:
-            return self.k_rot[:, : self.n]
-        return self.k_rot.index_select(1, slots.to(self.k_rot.device))
+
+    def rotated(self, slots: torch.Tensor | None, t: torch.Tensor) -> torch.Tensor:
+        """Keys of ``slots`` (None: all ``[0, n)``) rotated to temporal positions ``t`` (host, per slot),
+        in slot order."""
+        self._refresh(slots, t)
+        return self._gather(self.k_rot, slice(0, self.n) if slots is None else slots)
 
     def values(self, slots: torch.Tensor | None) -> torch.Tensor:
-        if slots is None:
-            return self.v[:, : self.n]
-        return self.v.index_select(1, slots.to(self.v.device))
+        return self._gather(self.v, slice(0, self.n) if slots is None else slots)
 
-    def read(self, slots: torch.Tensor | None, t: torch.Tensor, own: torch.Tensor | None = None
-             ) -> tuple[torch.Tensor, torch.Tensor]:
+    def staged_keys(self) -> torch.Tensor:
+        """The rotated keys of the forward in flight, in staging order."""
+        return self._gather(self.k_rot, self.staged())
+
+    def read(self, slots: torch.Tensor | None, t: torch.Tensor, own: torch.Tensor | None = None,
+             ordered: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
         """Keys (rotated to ``t``) and values of ``slots``, followed by the staged tokens ``own``
         (indices into the staged region; None: all of them).
 
-        With ``slots=None`` and ``own=None`` this is one contiguous slice of the buffers, no copy.
+        ``ordered=False`` (softmax attention without a mask does not depend on the key order) with
+        ``slots=None`` and ``own=None``: every cached and staged token in buffer order, one slice of the
+        buffers, no copy, whenever their rows are consecutive (a window whose evicted rows were refilled
+        by the chunk: always, for a FIFO window with or without a sink); otherwise they are compacted
+        once and then read as one slice.
         """
         end = self.n + self.pending
         if slots is None and own is None:
-            self.rotated(None, t)
-            return self.k_rot[:, :end], self.v[:, :end]
+            self._refresh(None, t)
+            if ordered:
+                return self._gather(self.k_rot, slice(0, end)), self._gather(self.v, slice(0, end))
+            rows = self.phys[:end]
+            lo = int(rows.min()) if end else 0
+            if end and int(rows.max()) - lo != end - 1:  # scattered rows (after a non-FIFO selection)
+                self._compact(end)
+                lo = 0
+            return self.k_rot[:, lo : lo + end], self.v[:, lo : lo + end]
         k_ctx, v_ctx = self.rotated(slots, t), self.values(slots)
         if own is None:
-            k_own, v_own = self.k_rot[:, self.n : end], self.v[:, self.n : end]
+            k_own, v_own = self._gather(self.k_rot, self.staged()), self._gather(self.v, self.staged())
         else:
-            od = (own + self.n).to(self.k_rot.device)
-            k_own, v_own = self.k_rot.index_select(1, od), self.v.index_select(1, od)
+            k_own, v_own = self._gather(self.k_rot, own + self.n), self._gather(self.v, own + self.n)
         return torch.cat([k_ctx, k_own], dim=1), torch.cat([v_ctx, v_own], dim=1)
+
+    def _compact(self, count: int) -> None:
+        """Move the rows of logical slots ``[0, count)`` to buffer rows ``[0, count)`` in slot order."""
+        if self._rows(count) == slice(0, count):
+            return
+        rows = self._dev(self.phys[:count])
+        for buf in self._buffers():
+            buf[:, :count] = buf.index_select(1, rows)
+        self.phys = torch.arange(self.phys.numel())
 
     def staged(self) -> slice:
         return slice(self.n, self.n + self.pending)
@@ -142,12 +235,24 @@ class LayerKV:
     # ---- the forward in flight -------------------------------------------------------------
     def stage(self, k_raw: torch.Tensor, k_rot: torch.Tensor, v: torch.Tensor, frame: torch.Tensor,
               t: torch.Tensor, h: torch.Tensor, w: torch.Tensor) -> None:
-        """Write the current forward's tokens into the scratch region after the committed slots."""
+        """Write the current forward's tokens into the free slots right after the committed ones."""
         m = k_raw.shape[1]
-        if m > self.scratch:
-            raise ValueError(f"{m} tokens do not fit the {self.scratch}-token scratch region")
+        if self.n + m > self.capacity + self.scratch:
+            raise ValueError(f"{m} staged tokens after {self.n} cached do not fit the {self.capacity}-slot "
+                             f"capacity plus {self.scratch}-slot scratch; the policy's room_frames is too large")
         sl = slice(self.n, self.n + m)
-        self.k_raw[:, sl], self.k_rot[:, sl], self.v[:, sl] = k_raw, k_rot, v
+        runs = self._runs(self.phys[sl])
+        if runs is None:  # scattered free rows: one indexed write
+            rows = self._dev(self.phys[sl])
+            self.k_rot.index_copy_(1, rows, k_rot)
+            self.v.index_copy_(1, rows, v)
+            if self.k_raw is not None:
+                self.k_raw.index_copy_(1, rows, k_raw)
+        else:  # a few runs of consecutive rows (a FIFO ring wraps at most once): slice writes, no index
+            for src, dst in runs:
+                self.k_rot[:, dst], self.v[:, dst] = k_rot[:, src], v[:, src]
+                if self.k_raw is not None:
+                    self.k_raw[:, dst] = k_raw[:, src]
         self.frame[sl], self.h[sl], self.w[sl], self.rot_t[sl] = frame, h, w, t
         self.tag[sl] = RECENT
         for a in self.aux.values():
@@ -169,8 +274,8 @@ class LayerKV:
         caches that store rotated keys; the exact alternative is to read the slots at a new position."""
         if not slots.numel() or delta == 0:
             return
-        sd = slots.to(self.k_rot.device)
-        self.k_rot.index_copy_(1, sd, self.rope.rotate_temporal(self.k_rot.index_select(1, sd), float(delta)))
+        rows = self._dev(self.phys[slots])
+        self.k_rot.index_copy_(1, rows, self.rope.rotate_temporal(self.k_rot.index_select(1, rows), float(delta)))
         self.rot_t[slots] += delta
 
     def commit(self, count: int | None = None, tag: int = RECENT, skip: int = 0) -> None:
@@ -186,12 +291,13 @@ class LayerKV:
                 f"cache overflow: {self.n} cached + {count} new tokens > capacity {self.capacity}; "
                 "the policy must evict before committing"
             )
-        if skip and count:
+        if skip and count:  # the committed tokens take the skipped ones' slots: their rows do not move
             src, dst = slice(self.n + skip, self.n + skip + count), slice(self.n, self.n + count)
-            for buf in (self.k_raw, self.k_rot, self.v):
-                buf[:, dst] = buf[:, src].clone()
             for meta in (self.frame, self.h, self.w, self.tag, self.rot_t, *self.aux.values()):
                 meta[dst] = meta[src].clone()
+            dropped = self.phys[self.n : self.n + skip].clone()
+            self.phys[dst] = self.phys[src].clone()
+            self.phys[self.n + count : self.n + count + skip] = dropped
         self.tag[self.n : self.n + count] = tag
         self.n += count
         self.pending = 0
@@ -202,16 +308,20 @@ class LayerKV:
         m = slots.numel()
         if m == self.n and torch.equal(slots, torch.arange(self.n)):
             return
-        # Staged tokens of the forward in flight move along, right after the kept slots.
+        # Staged tokens of the forward in flight move along, right after the kept slots. Only the slot
+        # order changes: the K/V rows stay where they are and the dropped rows become free, to be refilled
+        # by the next tokens staged (with ``compact``, the reference path: gathered to the front).
         order = torch.cat([slots, torch.arange(self.n, self.n + self.pending)])
-        od = order.to(self.k_raw.device)
-        for buf in (self.k_raw, self.k_rot, self.v):
-            buf[:, : order.numel()] = buf.index_select(1, od)
         for meta in (self.frame, self.h, self.w, self.tag, self.rot_t):
             meta[: order.numel()] = meta[order]
         for a in self.aux.values():
-            a[: order.numel()] = a[order.to(a.device)]
+            a[: order.numel()] = a[order if a.device.type == "cpu" else self._dev(order)]
+        free = torch.ones(self.phys.numel(), dtype=torch.bool)
+        free[order] = False
+        self.phys = torch.cat([self.phys[order], self.phys[free]])
         self.n = m
+        if self.compact:
+            self._compact(order.numel())
 
     def evict_frames(self, frames: torch.Tensor) -> None:
         """Drop every slot whose frame id is in ``frames``."""
@@ -220,32 +330,34 @@ class LayerKV:
 
     def reset(self) -> None:
         self.n = self.pending = 0
+        self.phys = torch.arange(self.phys.numel())
         self.rot_t.fill_(STALE)
         self.tag.zero_()
         self.aux.clear()
 
     def nbytes(self) -> int:
-        """Bytes allocated for this layer (capacity and scratch; raw keys, rotated-key memo, values)."""
-        return sum(b.numel() * b.element_size() for b in (self.k_raw, self.k_rot, self.v))
+        """Bytes allocated for this layer (capacity and scratch; keys, values and any raw keys)."""
+        return sum(b.numel() * b.element_size() for b in self._buffers())
 
     def used_nbytes(self) -> int:
-        """Bytes of the ``n`` cached tokens (raw keys, rotated-key memo, values)."""
-        return self.n * sum(b[:, :1].numel() * b.element_size() for b in (self.k_raw, self.k_rot, self.v))
+        """Bytes of the ``n`` cached tokens (keys, values and any raw keys)."""
+        return self.n * sum(b[:, :1].numel() * b.element_size() for b in self._buffers())
 
 
 class KVCache:
     """All layers' caches for one rollout (reused across videos of the same geometry)."""
 
-    def __init__(self, geom: Geometry, capacity_frames: int, span_frames: int, batch: int,
-                 rope: Rope3D, dtype: torch.dtype, device: torch.device):
+    def __init__(self, geom: Geometry, capacity_frames: int, scratch_frames: int, batch: int,
+                 rope: Rope3D, dtype: torch.dtype, device: torch.device, raw_keys: bool = False,
+                 compact: bool = False):
         self.geom = geom
         tpf = geom.tokens_per_frame
         self.layers = [
-            LayerKV(batch, capacity_frames * tpf, span_frames * tpf, geom.num_heads, geom.head_dim,
-                    geom.grid, rope, dtype, device)
+            LayerKV(batch, capacity_frames * tpf, scratch_frames * tpf, geom.num_heads, geom.head_dim,
+                    geom.grid, rope, dtype, device, raw_keys, compact)
             for _ in range(geom.num_layers)
         ]
-        self.key = (geom, capacity_frames, span_frames, batch, dtype, str(device), rope.max_pos)
+        self.key = (geom, capacity_frames, scratch_frames, batch, dtype, str(device), rope.max_pos, raw_keys, compact)
 
     def reset(self) -> None:
         for layer in self.layers:

@@ -29,6 +29,7 @@ RNG_MODES = ("reference", "per_chunk")
 # next level (Self-Forcing's sampler, made for few-step distilled generators); "euler" follows the flow
 # to the next level (the probability-flow ODE, for undistilled flow-matching models such as the toy model).
 SAMPLERS = ("renoise", "euler")
+ROPE_PRECISIONS = ("float32", "float64")
 
 
 @dataclass(frozen=True)
@@ -44,6 +45,8 @@ class RolloutConfig:
     seed: int = 0
     batch: int = 1
     rope_max_pos: int | None = None  # 1024 reproduces the reference RoPE table limit
+    rope_precision: str = "float32"  # the forward's q/k rotation: "float32" (per-position tables) or "float64"
+    # (the reference's arithmetic; slower); moved cache slots are always re-rotated in float64
     attn_backend: str = "auto"
     rollout: str | None = None  # "block" (chunk by chunk), "rolling" (Rolling Forcing's joint window); None: the
     # policy's (``CachePolicy.needs``), else "block"
@@ -80,6 +83,9 @@ class RolloutConfig:
 
         if self.attn_backend not in BACKENDS:
             raise ConfigError(f"unknown attention backend {self.attn_backend!r}; choose one of {', '.join(BACKENDS)}")
+        if self.rope_precision not in ROPE_PRECISIONS:
+            raise ConfigError(f"unknown rope_precision {self.rope_precision!r}; choose one of "
+                              f"{', '.join(ROPE_PRECISIONS)}")
         if self.sampler not in SAMPLERS:
             raise ConfigError(f"unknown sampler {self.sampler!r}; choose one of {', '.join(SAMPLERS)}")
         if self.rollout == "rolling" and self.sampler != "renoise":
@@ -201,6 +207,7 @@ class AttentionProbe:
     every: int = 4
     queries: int = 256
     layer: int | None = None
+    block: int = 32  # queries per softmax slab: the probe's peak memory is block x keys x heads floats
     _armed: bool = False
     _mass: dict | None = None
 
@@ -218,7 +225,8 @@ class AttentionProbe:
     def measure(self, kv, slots, q: torch.Tensor, keys: torch.Tensor) -> None:
         stride = max(1, math.ceil(q.shape[1] / self.queries))
         q = q[:, ::stride]
-        probs = key_importance(q, keys, mode="softmax").sum(0) / (q.shape[0] * q.shape[1] * q.shape[2])
+        probs = key_importance(q, keys, mode="softmax", block=self.block).sum(0)
+        probs = probs / (q.shape[0] * q.shape[1] * q.shape[2])
         n_read = kv.n if slots is None else len(slots)
         tags = kv.tags() if slots is None else kv.tags()[slots]
         probs = probs.cpu()
@@ -235,8 +243,9 @@ class CachedAttention:
     """Self-attention of one forward: rotates, stages the forward's tokens, asks the policy for its
     context, attends, and commits through the policy in the commit pass."""
 
-    def __init__(self, engine: Engine, cache: KVCache, policy: CachePolicy, span: FrameSpan, phase: Phase):
-        self.cache, self.policy, self.span, self.phase = cache, policy, span, phase
+    def __init__(self, engine: Engine, cache: KVCache, policy: CachePolicy, span: FrameSpan, phase: Phase,
+                 keys_only: bool = False):
+        self.cache, self.policy, self.span, self.phase, self.keys_only = cache, policy, span, phase, keys_only
         self.backend, self.probe = engine.backend, engine.probe
         geom = cache.geom
         q_time = policy.query_positions(span, phase)
@@ -247,26 +256,40 @@ class CachedAttention:
         self.t_tok = self.q_time.repeat_interleave(geom.tokens_per_frame)
         self.h_tok, self.w_tok = pos.h, pos.w
         dev = engine.model.device
-        self.angles = engine.rope.angles(self.t_tok.to(dev), pos.h.to(dev), pos.w.to(dev))
+        if engine.rope_precision == "float32":  # per-position float32 tables
+            cos, sin = engine.rope.cos_sin(self.t_tok, pos.h, pos.w, dev)
+            self.rotate = lambda x: Rope3D.rotate_fast(x, cos, sin)
+        else:  # the float64 reference
+            angles = engine.rope.angles(self.t_tok.to(dev), pos.h.to(dev), pos.w.to(dev))
+            self.rotate = lambda x: Rope3D.rotate(x, angles)
 
     def __call__(self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         kv = self.cache.layers[layer]
-        q = Rope3D.rotate(q, self.angles)
-        kv.stage(k, Rope3D.rotate(k, self.angles), v, self.frame_tok, self.t_tok, self.h_tok, self.w_tok)
+        q = self.rotate(q)
+        kv.stage(k, self.rotate(k), v, self.frame_tok, self.t_tok, self.h_tok, self.w_tok)
         step = Step(self.span, self.phase, q, self.q_time)
         ctx = self.policy.context(layer, kv, step)
-        slots = ctx.slots
-        k_time = ctx.k_time if ctx.k_time is not None else (kv.frame[: kv.n] if slots is None else kv.frame[slots])
-        keys, values = kv.read(slots, k_time, ctx.own)
-        if ctx.mask is not None:
-            out = sdpa(q, keys, values, ctx.mask.to(q.device)[None, :, None, :])
-        else:
-            out = attend(q, keys, values, self.backend)
-        if self.probe.wants(layer, len(self.cache.layers)):
-            self.probe.measure(kv, slots, q, keys)
+        probe = self.probe.wants(layer, len(self.cache.layers))
+        # nobody reads the last layer's output of a keys-only pass; the probe needs only its own queries
+        need_out = not (self.keys_only and layer == len(self.cache.layers) - 1)
+        out = self._attend(kv, ctx, q, need_out, probe) if need_out or probe else None
         if self.phase.writes:
             self.policy.commit(layer, kv, step)
         kv.end_forward()
+        return out
+
+    def _attend(self, kv, ctx, q: torch.Tensor, need_out: bool, probe: bool) -> torch.Tensor | None:
+        slots = ctx.slots
+        k_time = ctx.k_time if ctx.k_time is not None else (kv.frame[: kv.n] if slots is None else kv.frame[slots])
+        # without a mask or the probe, attention does not depend on the key order: read in buffer order
+        keys, values = kv.read(slots, k_time, ctx.own, ordered=probe or ctx.mask is not None)
+        out = None
+        if need_out and ctx.mask is not None:
+            out = sdpa(q, keys, values, ctx.mask.to(q.device, non_blocking=True)[None, :, None, :])
+        elif need_out:
+            out = attend(q, keys, values, self.backend)
+        if probe:
+            self.probe.measure(kv, slots, q, keys)
         return out
 
 
@@ -274,11 +297,19 @@ class Engine:
     """Owns a backbone and runs rollouts; the policy is chosen per call."""
 
     def __init__(self, model: CausalWan, rope_max_pos: int | None = None, attn_backend: str = "auto",
-                 probe: AttentionProbe | None = None):
+                 probe: AttentionProbe | None = None, compact_cache: bool = False, compile: str | None = None):
+        """``compact_cache``: the reference cache layout, whose evictions gather the kept slots to the front
+        (the default refills evicted rows in place and reads the window in buffer order). ``compile``: the
+        one switch for ``torch.compile`` of the model's dense parts (:meth:`CausalWan.compile_dense`: None,
+        ``"inductor"``, ``"cudagraphs"``, or a debug backend such as ``"aot_eager"``)."""
         self.model = model.eval()
+        if compile != model.compiled:
+            model.compile_dense(compile)
+        self.compact_cache = compact_cache
         self.probe = probe if probe is not None else AttentionProbe()
         self.cfg = model.cfg
         self.rope = Rope3D(self.cfg, max_pos=rope_max_pos)
+        self.rope_precision = "float32"
         self.backend = resolve_backend(attn_backend, model.dtype, model.device)
         self._cache: KVCache | None = None
 
@@ -291,22 +322,29 @@ class Engine:
         )
 
     def _kv_cache(self, geom: Geometry, policy: CachePolicy, span_frames: int, batch: int) -> KVCache:
-        cap = policy.capacity_frames(geom)
-        key = (geom, cap, span_frames, batch, self.model.dtype, str(self.model.device), self.rope.max_pos)
+        cap, raw = policy.capacity_frames(geom), policy.raw_keys()
+        scratch = max(0, span_frames - policy.room_frames(geom))  # what the policy's free room cannot take
+        key = (geom, cap, scratch, batch, self.model.dtype, str(self.model.device), self.rope.max_pos, raw,
+               self.compact_cache)
         if self._cache is None or self._cache.key != key:
             self._cache = None  # free the old buffers first
-            self._cache = KVCache(geom, cap, span_frames, batch, self.rope, self.model.dtype, self.model.device)
+            self._cache = KVCache(geom, cap, scratch, batch, self.rope, self.model.dtype, self.model.device,
+                                  raw, self.compact_cache)
         self._cache.reset()
         return self._cache
 
     @torch.no_grad()
     def forward(self, x: torch.Tensor, t: float | torch.Tensor, text: TextState, cache: KVCache,
-                policy: CachePolicy, span: FrameSpan, phase: Phase) -> torch.Tensor:
+                policy: CachePolicy, span: FrameSpan, phase: Phase, keys_only: bool = False) -> torch.Tensor | None:
         """One model call over the frames ``span`` (``x [B, F, C, H, W]``) at timestep ``t`` (a scalar or
-        one per frame ``[B, F]``) with the policy's view of the cache."""
+        one per frame ``[B, F]``) with the policy's view of the cache. ``keys_only`` (a writing pass whose
+        output nobody reads): the cache is written exactly as by the full pass, the work after the last
+        layer's keys and values is skipped, and None is returned."""
+        if keys_only and not phase.writes:
+            raise ValueError(f"a keys-only pass must write the cache; {phase.kind} does not")
         tt = per_frame(t, x)
-        attn = CachedAttention(self, cache, policy, span, phase)
-        return self.model(x, tt.to(x.device), text, attn)
+        attn = CachedAttention(self, cache, policy, span, phase, keys_only)
+        return self.model(x, tt.to(x.device), text, attn, keys_only=keys_only)
 
     @torch.no_grad()
     def generate(
@@ -328,6 +366,7 @@ class Engine:
         if rc.rope_max_pos != self.rope.max_pos:
             self.rope = Rope3D(self.cfg, max_pos=rc.rope_max_pos)
         self.backend = resolve_backend(rc.attn_backend, self.model.dtype, self.model.device)
+        self.rope_precision = rc.rope_precision
         from deepforcing.rollouts import ROLLOUTS
 
         rollout = ROLLOUTS.get(rc.loop_for(policy))(self, policy, rc, geom)

@@ -169,14 +169,9 @@ class Rope3D:
         ]
         self.pairs = cfg.head_dim // 2
         self._device_inv: dict[torch.device, list[torch.Tensor]] = {}
+        self._tables: dict[tuple[int, torch.device], tuple[int, torch.Tensor, torch.Tensor]] = {}
 
-    def _inv(self, device: torch.device) -> list[torch.Tensor]:
-        if device not in self._device_inv:
-            self._device_inv[device] = [f.to(device) for f in self.inv]
-        return self._device_inv[device]
-
-    def angles(self, t: torch.Tensor, h: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-        """Angles ``[N, head_dim/2]`` (float64) for tokens at temporal ``t``, height ``h``, width ``w``."""
+    def _check_limit(self, t: torch.Tensor) -> None:
         if self.max_pos is not None and t.numel():
             lo, hi = int(t.min()), int(t.max())
             if lo < 0 or hi >= self.max_pos:
@@ -185,6 +180,15 @@ class Rope3D:
                     f"[0, {self.max_pos}); disable the reference position limit (rope_max_pos=None) "
                     f"or generate fewer frames"
                 )
+
+    def _inv(self, device: torch.device) -> list[torch.Tensor]:
+        if device not in self._device_inv:
+            self._device_inv[device] = [f.to(device) for f in self.inv]
+        return self._device_inv[device]
+
+    def angles(self, t: torch.Tensor, h: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        """Angles ``[N, head_dim/2]`` (float64) for tokens at temporal ``t``, height ``h``, width ``w``."""
+        self._check_limit(t)
         inv_t, inv_h, inv_w = self._inv(t.device)
         return torch.cat(
             [
@@ -194,6 +198,51 @@ class Rope3D:
             ],
             dim=1,
         )
+
+    def _band_table(self, band: int, lo: int, hi: int, device: torch.device) -> tuple[int, torch.Tensor, torch.Tensor]:
+        """(first position, cos, sin) float32 tables of ``band`` covering positions ``[lo, hi]``: each entry
+        is the float64 angle's cosine/sine rounded once to float32. Grown (doubled) when a position falls
+        outside, so a rollout builds it a few times at most."""
+        key = (band, device)
+        have = self._tables.get(key)
+        if have is not None and have[0] <= lo and hi < have[0] + have[1].shape[0]:
+            return have
+        old_lo, old_hi = (have[0], have[0] + have[1].shape[0] - 1) if have is not None else (0, 63)
+        lo, hi = min(old_lo, 2 * lo), max(old_hi, 2 * hi)  # room to grow: rebuilt O(log) times
+        pos = torch.arange(lo, hi + 1, dtype=torch.float64, device=device)
+        ang = torch.outer(pos, self._inv(device)[band])
+        table = (lo, ang.cos().float(), ang.sin().float())
+        self._tables[key] = table
+        return table
+
+    def cos_sin(self, t: torch.Tensor, h: torch.Tensor, w: torch.Tensor, device: torch.device | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The fast path's ``(cos, sin)`` ``[N, head_dim/2]`` float32 on ``device`` for host positions, gathered
+        from per-position tables of each band (no float64 arithmetic per token; the index goes to the device
+        without blocking). :meth:`angles` is the float64 reference."""
+        self._check_limit(t)
+        device = torch.device(device) if device is not None else t.device
+        cos, sin = [], []
+        for band, p in enumerate((t, h, w)):
+            lo, hi = (int(p.min()), int(p.max())) if p.numel() else (0, 0)
+            first, c, s_ = self._band_table(band, lo, hi, device)
+            idx = p - first
+            if device.type == "cuda":  # pinned, so the copy does not block the host
+                idx = idx.pin_memory().to(device, non_blocking=True)
+            else:
+                idx = idx.to(device)
+            cos.append(c[idx])
+            sin.append(s_[idx])
+        return torch.cat(cos, dim=1), torch.cat(sin, dim=1)
+
+    @staticmethod
+    def rotate_fast(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+        """Rotate ``x [B, N, H, D]`` by float32 ``cos``/``sin`` ``[N, D/2]`` (:meth:`cos_sin`), computing in
+        float32; returns ``x``'s dtype. Within float32 rounding of :meth:`rotate` (tests/test_rope.py)."""
+        xf = x.float().unflatten(-1, (-1, 2))
+        x0, x1 = xf[..., 0], xf[..., 1]
+        c, s = cos[None, :, None, :], sin[None, :, None, :]
+        return torch.stack([x0 * c - x1 * s, x0 * s + x1 * c], dim=-1).flatten(-2).to(x.dtype)
 
     @staticmethod
     def rotate(x: torch.Tensor, angles: torch.Tensor) -> torch.Tensor:
@@ -316,13 +365,13 @@ class SelfAttention(nn.Module):
         self.norm_q = WanRMSNorm(cfg.dim, cfg.eps)  # over the full width, before the head split
         self.norm_k = WanRMSNorm(cfg.dim, cfg.eps)
 
-    def forward(self, x: torch.Tensor, layer: int, attn: SelfAttentionFn) -> torch.Tensor:
+    def qkv(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         b, n, _ = x.shape
         heads = (b, n, self.num_heads, self.head_dim)
-        q = self.norm_q(self.q(x)).view(heads)
-        k = self.norm_k(self.k(x)).view(heads)
-        v = self.v(x).view(heads)
-        return self.o(attn(layer, q, k, v).flatten(2))
+        return self.norm_q(self.q(x)).view(heads), self.norm_k(self.k(x)).view(heads), self.v(x).view(heads)
+
+    def forward(self, x: torch.Tensor, layer: int, attn: SelfAttentionFn) -> torch.Tensor:
+        return self.o(attn(layer, *self.qkv(x)).flatten(2))
 
 
 class CrossAttention(SelfAttention):
@@ -358,13 +407,24 @@ class AttentionBlock(nn.Module):
 
     def forward(self, x, e0, text_kv, layer: int, attn: SelfAttentionFn):
         # x [B, F*S, dim]; e0 [B, F, 6, dim]: one modulation per frame, broadcast over its tokens.
-        b, f = e0.shape[:2]
-        shift1, scale1, gate1, shift2, scale2, gate2 = (self.modulation.unsqueeze(1) + e0).chunk(6, dim=2)
+        return self.attn_outputs(x, attn(layer, *self.attn_inputs(x, e0)), e0, text_kv)
 
-        def per_frame(y):  # [B, F*S, dim] <-> [B, F, S, dim]
-            return y.unflatten(1, (f, -1))
+    def attn_inputs(self, x, e0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The self-attention's raw q, k, v (the dense part before the cache)."""
+        f = e0.shape[1]
+        shift1, scale1 = (self.modulation.unsqueeze(1) + e0).chunk(6, dim=2)[:2]
+        return self.self_attn.qkv((self.norm1(x).unflatten(1, (f, -1)) * (1 + scale1) + shift1).flatten(1, 2))
 
-        y = self.self_attn((per_frame(self.norm1(x)) * (1 + scale1) + shift1).flatten(1, 2), layer, attn)
+    def attn_outputs(self, x, y, e0, text_kv):
+        """Everything after the self-attention ``y [B, L, H, D]``: output projection, gated residual,
+        text cross-attention and the feed-forward (the dense part after the cache)."""
+        f = e0.shape[1]
+        _, _, gate1, shift2, scale2, gate2 = (self.modulation.unsqueeze(1) + e0).chunk(6, dim=2)
+
+        def per_frame(z):  # [B, F*S, dim] <-> [B, F, S, dim]
+            return z.unflatten(1, (f, -1))
+
+        y = self.self_attn.o(y.flatten(2))
         x = x + (per_frame(y) * gate1).flatten(1, 2)
         x = x + self.cross_attn(self.norm3(x), text_kv)
         y = self.ffn((per_frame(self.norm2(x)) * (1 + scale2) + shift2).flatten(1, 2))
@@ -404,6 +464,22 @@ class CausalWan(nn.Module):
         self.time_projection = nn.Sequential(nn.SiLU(), nn.Linear(cfg.dim, cfg.dim * 6))
         self.blocks = nn.ModuleList([AttentionBlock(cfg) for _ in range(cfg.num_layers)])
         self.head = Head(cfg)
+        self._dense = (AttentionBlock.attn_inputs, AttentionBlock.attn_outputs)  # see compile_dense
+        self.compiled: str | None = None
+
+    def compile_dense(self, backend: str | None) -> None:
+        """Run the dense parts of every block (before and after the cached self-attention, which stays
+        eager: it calls the cache policy) through ``torch.compile``; one graph serves all blocks.
+        ``backend``: None (eager), ``"inductor"``, ``"cudagraphs"`` (inductor with CUDA graphs,
+        ``mode="reduce-overhead"``: shapes are fixed within a phase) or any torch.compile backend name
+        (``"aot_eager"`` checks the capture without code generation)."""
+        if backend is None:
+            self._dense = (AttentionBlock.attn_inputs, AttentionBlock.attn_outputs)
+        else:
+            kw = dict(backend="inductor", mode="reduce-overhead") if backend == "cudagraphs" else dict(backend=backend)
+            self._dense = tuple(torch.compile(fn, **kw) for fn in (AttentionBlock.attn_inputs,
+                                                                   AttentionBlock.attn_outputs))
+        self.compiled = backend
 
     @property
     def dtype(self) -> torch.dtype:
@@ -423,8 +499,12 @@ class CausalWan(nn.Module):
         ctx = self.text_embedding(context.to(self.dtype))
         return TextState([blk.cross_attn.text_kv(ctx) for blk in self.blocks])
 
-    def forward(self, x: torch.Tensor, t: torch.Tensor, text: TextState, attn: SelfAttentionFn) -> torch.Tensor:
-        """``x [B, F, C, H, W]`` at per-frame timesteps ``t [B, F]`` -> flow prediction, same shape."""
+    def forward(self, x: torch.Tensor, t: torch.Tensor, text: TextState, attn: SelfAttentionFn,
+                keys_only: bool = False) -> torch.Tensor | None:
+        """``x [B, F, C, H, W]`` at per-frame timesteps ``t [B, F]`` -> flow prediction, same shape.
+
+        ``keys_only``: a pass run only for the keys and values it hands to ``attn`` (a cache commit whose
+        output is discarded): the last block stops after its q/k/v, and None is returned."""
         b, f, _, h, w = x.shape
         pt, ph, pw = self.cfg.patch_size
         tokens = self.patch_embedding(x.transpose(1, 2).to(self.dtype))  # [B, dim, F, H/ph, W/pw]
@@ -433,8 +513,14 @@ class CausalWan(nn.Module):
 
         e = self.time_embedding(sinusoidal_embedding(self.cfg.freq_dim, t.flatten()).to(tokens.dtype))
         e0 = self.time_projection(e).unflatten(1, (6, self.cfg.dim)).unflatten(0, (b, f))  # [B, F, 6, dim]
+        last = len(self.blocks) - 1
+        inputs, outputs = self._dense
         for i, block in enumerate(self.blocks):
-            tokens = block(tokens, e0, text.kv[i], i, attn)
+            qkv = inputs(block, tokens, e0)
+            if keys_only and i == last:  # only the keys and values reach the cache
+                attn(i, *qkv)
+                return None
+            tokens = outputs(block, tokens, attn(i, *qkv), e0, text.kv[i])
         out = self.head(tokens, e.unflatten(0, (b, f)))  # [B, F, S, prod(patch)*C]
 
         # Unpatchify: each token's outputs are ordered (pt, ph, pw, c), c fastest.

@@ -54,8 +54,11 @@ class Rollout:
         self.cache: KVCache | None = None
         self.trace = None
 
-    def call(self, x, t, text, span, phase):
-        flow = self.engine.forward(x, t, text, self.cache, self.policy, span, phase)
+    def call(self, x, t, text, span, phase, keys_only: bool = False):
+        """One model call; ``keys_only`` (a writing pass whose output is discarded) skips the work after the
+        last layer's keys and values unless a trace records the output."""
+        keys_only = keys_only and self.trace is None
+        flow = self.engine.forward(x, t, text, self.cache, self.policy, span, phase, keys_only)
         if self.trace is not None:
             self.trace(ForwardRecord(span, phase, x, per_frame(t, x), flow))
         return flow
@@ -64,7 +67,7 @@ class Rollout:
         """The clean pass that writes ``span``'s keys and values (the attention probe samples it)."""
         t = self.rc.context_noise
         with self.engine.probe.armed(chunk):
-            self.call(x0, t, text, span, Phase("commit", 0, t))
+            self.call(x0, t, text, span, Phase("commit", 0, t), keys_only=True)
 
     def emit(self, callback, chunk: int, span: FrameSpan, latents: torch.Tensor, tic: float) -> None:
         diagnostics = dict(self.policy.log[-1]) if self.policy.log else {}
@@ -115,7 +118,8 @@ class BlockRollout(Rollout):
             if not (0 <= first and first + count <= span.start):
                 raise ValueError(f"re-cache frames [{first}, {first + count}) are not all generated yet")
             t = self.rc.context_noise
-            self.call(out.read(first, first + count), t, text, FrameSpan(first, count), Phase("recache", 0, t))
+            self.call(out.read(first, first + count), t, text, FrameSpan(first, count), Phase("recache", 0, t),
+                      keys_only=True)
 
         return PromptSwitch(self.cache, span, text, out.read(out.offset, span.start), recache)
 

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from deepforcing.engine import Engine, LatentStore, RolloutConfig
+from deepforcing.engine import AttentionProbe, Engine, LatentStore, RolloutConfig
 from deepforcing.errors import ConfigError
 from deepforcing.model import MaskedAttention, Rope3D, TokenPositions
 from deepforcing.policies import build_policy
@@ -169,3 +169,125 @@ def test_rolling_rollout_with_a_tail_of_latents_gives_the_same_chunks(tiny_model
     assert eng.generate(tiny_text, policy, rc, callback=lambda ev: chunks.append(ev.latents.clone()),
                         keep_latents=False) is None
     assert torch.equal(torch.cat(chunks, dim=1), full)
+
+
+# ---- memory and in-place re-rotation -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name, settings", [("rolling_window", dict(window=9)),
+                                            ("attention_sink", dict(sink=2, window=9, positions="absolute"))])
+def test_cache_is_the_reference_layout_size(tiny_model, tiny_text, name, settings):
+    """Self-Forcing's cache per layer is K and V of ``window`` frames (the chunk in flight included);
+    ours holds no more: keys once (rotated), values, no scratch beyond the window."""
+    cfg = tiny_model.cfg
+    eng = Engine(tiny_model)
+    eng.generate(tiny_text, build_policy(name, **settings), RolloutConfig(num_frames=15, seed=0))
+    element = torch.finfo(tiny_model.dtype).bits // 8
+    reference = cfg.num_layers * 2 * settings["window"] * cfg.tokens_per_frame() * cfg.dim * element
+    assert eng._cache.nbytes() == reference
+
+
+def test_in_place_rerotation_equals_rotation_from_raw_keys(tiny_model, tiny_text, monkeypatch):
+    """A policy whose keys move every chunk (cache-relative sink): rotating the stored keys in place by the
+    change of position gives the exact rotation from raw keys up to float rounding."""
+    rc = RolloutConfig(num_frames=24, seed=5)
+    settings = dict(sink=2, window=9, positions="cache_relative")
+    exact = Engine(tiny_model).generate(tiny_text, build_policy("attention_sink", **settings), rc)
+    policy = build_policy("attention_sink", **settings)
+    monkeypatch.setattr(policy, "raw_keys", lambda: False)
+    eng = Engine(tiny_model)
+    moved = eng.generate(tiny_text, policy, rc)
+    assert eng._cache.layers[0].k_raw is None
+    assert rel_err(moved, exact) <= 1e-5
+
+
+@pytest.mark.parametrize("name, settings", [("rolling_window", dict(window=9)), ("deep_sink", dict(window=9, sink=3)),
+                                            ("longlive", dict(sink=3, window=9))])
+def test_keys_only_commit_writes_the_same_cache_as_the_full_pass(tiny_model, tiny_text, name, settings):
+    """The commit pass's output is discarded, so it stops after the last layer's keys and values; a trace
+    (which records every output) forces full passes: both rollouts are bit-identical."""
+    rc = RolloutConfig(num_frames=24, seed=6)
+    fast = Engine(tiny_model).generate(tiny_text, build_policy(name, **settings), rc)
+    records = []
+    full = Engine(tiny_model).generate(tiny_text, build_policy(name, **settings), rc, trace=records.append)
+    assert all(r.flow is not None for r in records)
+    assert torch.equal(fast, full)
+
+
+def test_float32_rope_rollout_agrees_with_the_float64_reference(tiny_model, tiny_text):
+    fast = Engine(tiny_model).generate(tiny_text, build_policy("rolling_window", window=9),
+                                       RolloutConfig(num_frames=18, seed=8))
+    exact = Engine(tiny_model).generate(tiny_text, build_policy("rolling_window", window=9),
+                                        RolloutConfig(num_frames=18, seed=8, rope_precision="float64"))
+    assert rel_err(fast, exact) <= 1e-5
+
+
+def test_unknown_rope_precision_fails_before_work(tiny_model, tiny_text):
+    with pytest.raises(ConfigError, match="rope_precision"):
+        Engine(tiny_model).generate(tiny_text, build_policy("rolling_window", window=9),
+                                    RolloutConfig(num_frames=6, rope_precision="float16"))
+
+
+# ---- ring layout: evicted rows refilled in place vs the compacting reference layout -------------------
+
+RING_CASES = [
+    ("rolling_window", dict(window=9), {}),
+    ("attention_sink", dict(sink=2, window=9, positions="absolute"), {}),
+    ("attention_sink", dict(sink=2, window=9, positions="cache_relative"), {}),
+    ("deep_sink", dict(window=9, sink=4, align="code", rotation="delta"), {}),
+    ("participative_compression", dict(window=12, sink=4, budget=9, recent=3), {}),
+    ("participative_compression", dict(window=12, sink=4, budget=9, recent=3, heads="per_head"), {}),
+    ("rolling_forcing", {}, dict(steps=(1000, 750, 500), rollout="rolling")),
+]
+
+
+@pytest.mark.parametrize("name, settings, rollout", RING_CASES)
+def test_ring_layout_equals_the_compacting_layout(tiny_model, tiny_text, name, settings, rollout):
+    """Evictions only re-map slots to rows (no K/V copy) and a window is read in buffer order; the old
+    layout gathers kept slots to the front and reads in slot order. Same rollout up to float summation
+    order (softmax attention does not depend on the key order)."""
+    rc = RolloutConfig(num_frames=30, seed=9, **rollout)
+    ring = Engine(tiny_model).generate(tiny_text, build_policy(name, **settings), rc)
+    compact = Engine(tiny_model, compact_cache=True).generate(tiny_text, build_policy(name, **settings), rc)
+    assert rel_err(ring, compact) <= 1e-5
+
+
+def test_a_rolling_window_reads_its_keys_without_copying(tiny_model, tiny_text, monkeypatch):
+    """Once the window rolls, every read of a FIFO window (with a sink too) is one view of the buffers,
+    evictions copy no K/V rows, and no per-layer index goes to the device."""
+    from deepforcing.cache import LayerKV
+
+    views, original = [], LayerKV.read
+
+    def spy(self, *args, **kwargs):
+        keys, values = original(self, *args, **kwargs)
+        views.append(keys.untyped_storage().data_ptr() == self.k_rot.untyped_storage().data_ptr()
+                     and values.untyped_storage().data_ptr() == self.v.untyped_storage().data_ptr())
+        return keys, values
+
+    moved, indexed = [], []
+    monkeypatch.setattr(LayerKV, "read", spy)
+    monkeypatch.setattr(LayerKV, "_compact", lambda self, count: moved.append(count))
+    monkeypatch.setattr(LayerKV, "_dev", lambda self, idx: indexed.append(idx) or idx)
+    for policy in (build_policy("rolling_window", window=9),
+                   build_policy("attention_sink", sink=2, window=9, positions="absolute")):
+        views.clear()
+        engine = Engine(tiny_model, probe=AttentionProbe(every=0))
+        engine.generate(tiny_text, policy, RolloutConfig(num_frames=30, seed=1))
+        assert views and all(views)
+        assert not moved  # no K/V row was ever copied by an eviction
+        assert not indexed  # and no index tensor had to reach the device (on CUDA: no host-device copy)
+
+
+def test_compiled_dense_path_equals_eager(tiny_model, tiny_text):
+    """torch.compile behind Engine(compile=...): the captured graphs (aot_eager: capture and
+    functionalisation without code generation, fast enough for CPU tests) give the eager rollout."""
+    rc = RolloutConfig(num_frames=15, seed=2)
+    eager = Engine(tiny_model).generate(tiny_text, build_policy("rolling_window", window=9), rc)
+    try:
+        compiled = Engine(tiny_model, compile="aot_eager").generate(
+            tiny_text, build_policy("rolling_window", window=9), rc)
+    finally:
+        tiny_model.compile_dense(None)
+    assert tiny_model.compiled is None
+    assert rel_err(compiled, eager) <= 1e-6

@@ -53,6 +53,9 @@ class AttentionSink(SinkWindowPolicy):
             raise ConfigError(f"attention_sink: need 0 <= sink < window, got sink={self.sink}, window={self.window}")
         self._cached_frames = 0
 
+    def raw_keys(self) -> bool:
+        return self.positions == "cache_relative"  # every slot moves as the window rolls: rotate exactly
+
     def begin_chunk(self, cache: KVCache, span: FrameSpan) -> None:
         evict_oldest(cache, span, self.window, protected=self.sink)
         self._cached_frames = len(cache.layers[0].frames())

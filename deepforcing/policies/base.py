@@ -132,6 +132,20 @@ class CachePolicy:
         if self.capacity_frames(geom) < geom.chunk_frames:
             raise ConfigError(f"{self.name}: the cache must hold at least one chunk ({geom.chunk_frames} frames)")
 
+    def room_frames(self, geom: Geometry) -> int:
+        """Frames of the capacity this policy keeps free whenever a forward's tokens are staged (the
+        engine adds scratch slots only for the rest of the forward). 0, the default, is always safe;
+        a policy that evicts so that the cache plus the chunk fit the window keeps a chunk free, and then
+        its buffers are the window itself, as in the reference's cache."""
+        return 0
+
+    def raw_keys(self) -> bool:
+        """Whether the cache must also keep un-rotated keys, so that a slot read at a new temporal
+        position is rotated there exactly from its raw key. False (the default, and all a policy with
+        absolute positions needs): keys are stored once, rotated, and a slot that moves is rotated in
+        place by the change of position, which rounds once per move in the cache dtype."""
+        return False
+
     def max_recache_frames(self, geom: Geometry) -> int:
         """The most frames one re-cache forward covers (sizes the engine's scratch region)."""
         return 0
@@ -199,6 +213,9 @@ class SinkWindowPolicy(CachePolicy):
 
     def capacity_frames(self, geom: Geometry) -> int:
         return self.window
+
+    def room_frames(self, geom: Geometry) -> int:
+        return geom.chunk_frames  # begin_chunk evicts until the cache plus one chunk fit the window
 
     def validate(self, geom: Geometry) -> None:
         super().validate(geom)

@@ -109,6 +109,10 @@ class DeepSink(SinkWindowPolicy):
         self.positions_used: dict[str, list[int]] = {}
         self.sink_positions: list[list[int]] = [[] for _ in range(geom.num_layers)]  # per layer, commit pass
 
+    def raw_keys(self) -> bool:
+        # read_time re-aligns the sink exactly from its raw keys; delta rotates the stored keys in place
+        return self.rotation == "read_time" and self.align != "none"
+
     # --- membership ------------------------------------------------------------------------
     def make_room(self, cache: KVCache, span: FrameSpan) -> bool:
         """Evict the oldest tail frames if the chunk would overflow; returns whether the cache rolled."""

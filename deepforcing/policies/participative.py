@@ -143,6 +143,12 @@ class ParticipativeCompression(DeepSink):
         self.selected_layers: list[dict] = [{} for _ in range(geom.num_layers)]  # every layer's last compression
         self.compressions = 0
 
+    def room_frames(self, geom: Geometry) -> int:
+        return 0  # the chunk is staged on a full window, then the cache is compressed
+
+    def raw_keys(self) -> bool:
+        return super().raw_keys() or (self.rotation == "read_time" and self.topc_align != "none")
+
     # --- membership ------------------------------------------------------------------------
     def make_room(self, cache: KVCache, span: FrameSpan) -> bool:
         # Count tokens, not frames: after a compression the Top-C tokens come from many frames.
@@ -215,7 +221,7 @@ class ParticipativeCompression(DeepSink):
         c_tokens = min(self.top_c * tpf, len(cand))
         keys = None
         if self._scorer.uses_keys:  # the cached keys at the positions they hold now, then the staged ones
-            keys = torch.cat([kv.rotated(None, self.key_positions(layer, kv, step)), kv.k_rot[:, kv.staged()]], dim=1)
+            keys = torch.cat([kv.rotated(None, self.key_positions(layer, kv, step)), kv.staged_keys()], dim=1)
         scores = self._scorer.score(self, layer, kv, step, cand, keys, per_head=self.heads == "per_head")
         if self.heads == "per_head":
             per_head = torch.topk(scores, c_tokens, dim=-1).indices  # [H, C]

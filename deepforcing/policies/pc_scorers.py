@@ -115,11 +115,11 @@ class H2O(CandidateScorer):
     name = "h2o"
 
     def observe(self, pc, layer, kv, step):
-        acc = kv.register_aux("h2o", torch.float32, device=kv.k_raw.device)
+        acc = kv.register_aux("h2o", torch.float32, device=kv.device)
         if kv.n == 0:
             return
         keys = kv.rotated(None, pc.key_positions(layer, kv, step))
-        own = kv.k_rot[:, kv.staged()]
+        own = kv.staged_keys()
         acc[: kv.n] += key_importance(step.q, keys, mode="softmax", extra_keys=own).sum(0)
 
     def score(self, pc, layer, kv, step, cand, keys, per_head):

@@ -84,6 +84,9 @@ class RollingForcingAnchor(CachePolicy):
         self._layout: dict = {}
 
     # --- configuration ---------------------------------------------------------------------
+    def raw_keys(self) -> bool:
+        return True  # the anchor is rotated exactly wherever it sits, as the reference does
+
     def capacity_frames(self, geom: Geometry) -> int:
         return self.capacity
 

@@ -28,5 +28,8 @@ class RollingWindow(CachePolicy):
     def capacity_frames(self, geom: Geometry) -> int:
         return self.window
 
+    def room_frames(self, geom: Geometry) -> int:
+        return geom.chunk_frames  # begin_chunk evicts until the cache plus one chunk fit the window
+
     def begin_chunk(self, cache: KVCache, span: FrameSpan) -> None:
         evict_oldest(cache, span, self.window)

@@ -45,18 +45,26 @@ def test_a_missing_or_mismatched_toy_setting_is_a_clear_error(tmp_path):
         ModelSpec(kind="toy", config="tiny").validate()
 
 
-def test_inside_the_training_length_the_background_follows_the_prompt(runtime):
-    """Held-out scenes (never trained on): the background read back from every decoded frame of one
-    training length is the prompt's. (Objects are not yet drawn reliably: docs/toyworld.md has the
-    32-scene numbers for count and colours.)"""
+def test_inside_the_training_length_the_frames_show_what_the_prompt_asks_for(runtime):
+    """Held-out scenes (never trained on), one training length each: the world's rules read the prompt's
+    background from every decoded frame, and its object count and colours from most (docs/toyworld.md has
+    the 32-scene numbers; these four scenes give 0.81 on the machine that trained the model)."""
+    from deepforcing.toyworld.world import parse_prompt
+
     model = runtime.engine(SPEC).model
-    right = []
+    background, both = [], []
     for i in range(4):
         sc = Scene(HELDOUT_SEED_BASE + i)
+        spec = parse_prompt(sc.prompt)
         with torch.no_grad():
             frames = rollout_frames(model, sc.prompt, 21, seed=i)
-        right += [read_frame(f).background == sc.spec.background for f in frames]
-    assert np.mean(right) == 1.0
+        for f in frames:
+            r = read_frame(f)
+            background.append(r.background == spec.background)
+            both.append(r.background == spec.background and r.count == len(spec.objects)
+                        and r.colours == spec.colours)
+    assert np.mean(background) == 1.0
+    assert np.mean(both) >= 0.6
 
 
 def test_a_toy_point_stores_the_toy_metrics_per_segment(runtime, tmp_path):

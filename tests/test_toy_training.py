@@ -20,7 +20,7 @@ from deepforcing.toyworld.train import (
     train,
 )
 
-SMOKE = TrainConfig(steps=40, stop_at=8, batch=2, log_every=2, warmup=4, seed=3)
+SMOKE = TrainConfig(steps=40, stop_at=8, batch=2, first_batch=4, log_every=2, warmup=4, seed=3)
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +44,7 @@ def test_the_same_seed_gives_the_same_loss_curve(runs):
 
 
 def test_another_seed_gives_another_curve():
-    _, log = train(TrainConfig(steps=40, stop_at=2, batch=2, log_every=2, warmup=4, seed=4))
+    _, log = train(TrainConfig(steps=40, stop_at=2, batch=2, first_batch=4, log_every=2, warmup=4, seed=4))
     torch.set_num_threads(1)
     assert log[0]["loss"] != pytest.approx(train(SMOKE)[1][0]["loss"], rel=1e-4)
 

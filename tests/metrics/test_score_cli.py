@@ -1,0 +1,76 @@
+"""``python -m eval.score``: exit status, default output folder, the table's aggregation (against vbench's
+own run score), and the per-frame / per-pair details in the JSON."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from metrics_helpers import synthetic_frames
+
+from deepforcing.metrics.config import ClipProtocol, DriftConfig, EvalConfig
+from deepforcing.metrics.reference import vbench_run
+from deepforcing.metrics.report import aggregate, table
+from deepforcing.metrics.scorer import Scorer
+from deepforcing.metrics.video import write_lossless
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _run(args, cwd):
+    env_path = str(ROOT)
+    import os
+
+    env = {**os.environ, "PYTHONPATH": env_path + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    return subprocess.run([sys.executable, "-m", "eval.score", *args], capture_output=True, text=True, cwd=cwd,
+                          env=env)
+
+
+def test_exit_zero_and_default_out_under_results(videos, tmp_path):
+    p = _run([str(videos["small"]), str(videos["long"]), "--dimensions", "temporal_flickering", "--no-progress"],
+             tmp_path)
+    assert p.returncode == 0, p.stderr
+    out = tmp_path / "results" / "scores" / Path(videos["small"]).parent.name
+    assert (out / "table.txt").is_file() and (out / "long.json").is_file()
+    assert f"written to {Path('results') / 'scores' / out.name}" in p.stderr
+    assert not (tmp_path / "eval_results").exists()
+
+
+def test_exit_nonzero_when_a_dimension_errors(videos, tmp_path):
+    # a one-frame video cannot be scored for flickering (a dimension error, the video itself decodes)
+    p = _run([str(videos["small"]), str(videos["one_frame"]), "--dimensions", "temporal_flickering",
+              "--no-progress", "--out", str(tmp_path / "o")], tmp_path)
+    assert p.returncode == 1, p.stderr
+    r = json.loads((tmp_path / "o" / "one_frame.json").read_text())
+    assert r["error"] is None and r["dimensions"]["temporal_flickering"]["error"]
+
+
+@pytest.fixture(scope="module")
+def uneven_videos(tmp_path_factory) -> list[str]:
+    """Videos of different lengths, so weighting by frame pairs and the plain mean differ."""
+    d = tmp_path_factory.mktemp("agg")
+    return [str(write_lossless(d / "a.mp4", synthetic_frames(16, 128, 160, 0), 8)),
+            str(write_lossless(d / "b.mp4", synthetic_frames(5, 128, 160, 1, speed=9), 8)),
+            str(write_lossless(d / "c.mp4", synthetic_frames(9, 128, 160, 2, speed=5), 8))]
+
+
+@pytest.mark.parametrize("dim", ["background_consistency", "temporal_flickering"])
+def test_vbench_aggregation_equals_vbench_run_score(dim, uneven_videos, random_weights):
+    files = random_weights.files(dim)
+    run, per_video = vbench_run(dim, uneven_videos, files)
+    sc = Scorer(EvalConfig(dimensions=(dim,), weights={k: str(v) for k, v in files.items()},
+                           clips=ClipProtocol(enabled=False), drift=DriftConfig(enabled=False), progress=False))
+    res = [sc.score_file(v) for v in uneven_videos]
+    vb, n = aggregate(res, dim, "vbench")
+    plain, _ = aggregate(res, dim, "mean")
+    assert n == 3
+    assert abs(vb - run) <= 1e-7, (vb, run)
+    assert abs(plain - sum(per_video) / len(per_video)) <= 1e-7
+    if dim == "background_consistency":  # the two aggregations really differ here
+        assert abs(plain - run) > 1e-6
+    text = table(res, [dim], None, aggregation="vbench")
+    assert "weighted by frame pairs" in text.splitlines()[0] and "mean (vbench)" in text
+    assert "plain mean over videos" in table(res, [dim], None).splitlines()[0]

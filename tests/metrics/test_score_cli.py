@@ -74,3 +74,22 @@ def test_vbench_aggregation_equals_vbench_run_score(dim, uneven_videos, random_w
     text = table(res, [dim], None, aggregation="vbench")
     assert "weighted by frame pairs" in text.splitlines()[0] and "mean (vbench)" in text
     assert "plain mean over videos" in table(res, [dim], None).splitlines()[0]
+
+
+def test_weights_check_names_the_dino_backend(tmp_path):
+    """The backend eval.weights reports is the one SubjectConsistency builds (timm without a clone, the
+    clone's torch.hub model when <cache>/dino_model/facebookresearch_dino_main has a hubconf.py)."""
+    from deepforcing.metrics.weight_files import dino_backend
+
+    def check(cache):
+        out = subprocess.run([sys.executable, "-m", "eval.weights", "check", "--cache-dir", str(cache)],
+                             capture_output=True, text=True, check=True, cwd=ROOT).stdout
+        return [x for x in out.splitlines() if "DINO backend" in x][0]
+
+    assert "backend: timm" in check(tmp_path) and dino_backend(tmp_path) == ("timm", None)
+    clone = tmp_path / "dino_model" / "facebookresearch_dino_main"
+    clone.mkdir(parents=True)
+    (clone / "hubconf.py").write_text("")
+    line = check(tmp_path)
+    assert "backend: dino_repo" in line and str(clone) in line
+    assert dino_backend(tmp_path) == ("dino_repo", str(clone))

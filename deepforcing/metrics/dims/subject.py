@@ -18,7 +18,7 @@ import torch.nn.functional as F
 
 from ..protocol import Span
 from ..specs import SPECS
-from ..weight_files import default_cache_dir
+from ..weight_files import dino_backend
 from .base import Metric, VideoContext, batched, consistency
 
 
@@ -94,12 +94,7 @@ class SubjectConsistency(Metric):
 
     def __init__(self, files: dict[str, Path], device: str, cfg):
         super().__init__(files, device, cfg)
-        repo = cfg.weights.get("dino_repo")
-        if repo is None:
-            base = Path(cfg.cache_dir).expanduser() if cfg.cache_dir else default_cache_dir()
-            cand = base / "dino_model" / "facebookresearch_dino_main"
-            repo = str(cand) if (cand / "hubconf.py").is_file() else None
-        self.backend = "dino_repo" if repo else "timm"
+        self.backend, repo = dino_backend(cfg.cache_dir, cfg.weights)
         self.model = load_dino(str(files["dino_vitb16"]), repo, device)
 
     def prepare(self, ctx: VideoContext, spans: list[Span]) -> None:

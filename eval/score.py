@@ -167,6 +167,9 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--no-vde", action="store_true", help="skip BlockVid's VDE chunks")
     ap.add_argument("--no-edges", action="store_true", help="skip FramePack's 15%% start/end windows")
     ap.add_argument("--imaging-preprocess", default="longer")
+    ap.add_argument("--no-details", action="store_true",
+                    help="leave out the per-frame / per-pair values behind each clip's score (MUSIQ MOS and aesthetic "
+                    "score per frame, RAFT top-5%% flow per pair, AMT error per interpolated frame)")
     ap.add_argument("--no-progress", action="store_true")
     return ap
 
@@ -185,7 +188,7 @@ def main(argv: list[str] | None = None) -> int:
                                scene_split=args.scene_split),
             drift=DriftConfig(enabled=not args.no_drift, segment_seconds=args.segment_seconds,
                               vde=not args.no_vde, edge_windows=not args.no_edges),
-            imaging_preprocess=args.imaging_preprocess, progress=not args.no_progress,
+            imaging_preprocess=args.imaging_preprocess, progress=not args.no_progress, details=not args.no_details,
         )
         prompts = load_prompts(args.prompts)
         videos = expand_inputs(args.inputs)

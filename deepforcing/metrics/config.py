@@ -94,6 +94,9 @@ class EvalConfig:
     #: the default is Wan's 3-latent-frame chunk through its 4x temporal VAE
     seams: tuple[int, int] = (9, 12)
     progress: bool = True
+    #: write what each clip's score is made of into its JSON entry (per-frame MUSIQ MOS and aesthetic scores,
+    #: per-pair RAFT flow scores, per-frame AMT errors); eval.score turns this on
+    details: bool = False
 
     def __post_init__(self) -> None:
         from . import METRICS

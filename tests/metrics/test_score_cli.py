@@ -93,3 +93,42 @@ def test_weights_check_names_the_dino_backend(tmp_path):
     line = check(tmp_path)
     assert "backend: dino_repo" in line and str(clone) in line
     assert dino_backend(tmp_path) == ("dino_repo", str(clone))
+
+
+@pytest.mark.parametrize("streaming", [False, True])
+def test_details_rebuild_each_clip_score(streaming, random_weights, tmp_path):
+    """The per-frame / per-pair values in the JSON are what the scores are made of: each clip's score follows
+    from them by the dimension's formula (and VBench's rule for dynamic degree), whole-video and streaming."""
+    from deepforcing.metrics.scorer import StreamingScorer
+    from deepforcing.metrics.video import decode
+
+    dims = ("imaging_quality", "motion_smoothness", "dynamic_degree", "aesthetic_quality")
+    weights = {k: str(v) for d in dims for k, v in random_weights.files(d).items()}
+    cfg = EvalConfig(dimensions=dims, weights=weights, drift=DriftConfig(enabled=False), progress=False,
+                     details=True)
+    sc = Scorer(cfg)
+    v = write_lossless(tmp_path / "v.mp4", synthetic_frames(21, 128, 160, 0, speed=9), 8)  # 2-s clips: 16 + 16
+    if streaming:
+        frames = decode(v).frames
+        st = StreamingScorer(sc, fps=8, num_frames=len(frames))
+        for k in range(0, len(frames), 6):
+            st.push(frames[k : k + 6])
+        r = st.finalize()
+    else:
+        r = sc.score_file(str(v))
+    for d in dims:
+        assert r.dimensions[d].error is None and len(r.dimensions[d].clips) == 2
+    for c in r.dimensions["imaging_quality"].clips:
+        assert len(c["frame_mos"]) == c["end_frame"] - c["start_frame"]
+        assert abs(sum(c["frame_mos"]) / len(c["frame_mos"]) / 100 - c["score"]) < 1e-9
+    for c in r.dimensions["aesthetic_quality"].clips:
+        assert abs(sum(c["frame_aesthetic"]) / len(c["frame_aesthetic"]) - c["score"]) < 1e-6
+    for c in r.dimensions["motion_smoothness"].clips:
+        assert c["amt_frames"] == list(range(c["start_frame"] + 1, c["end_frame"] - 1, 2))
+        e = c["amt_abs_error"]
+        assert abs((255 - sum(e) / len(e)) / 255 - c["score"]) < 1e-9
+    for c in r.dimensions["dynamic_degree"].clips:
+        n_over = sum(s > c["flow_threshold"] for s in c["flow_top5"])
+        assert c["flow_threshold"] == 6.0 * 128 / 256 and len(c["flow_pairs"]) == len(c["flow_top5"]) == 15
+        assert float(n_over >= c["flow_count_needed"]) == c["score"]
+    json.dumps(r.to_dict(), allow_nan=False)

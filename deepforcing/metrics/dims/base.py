@@ -157,6 +157,11 @@ class Metric:
     def score(self, ctx: VideoContext, span: Span) -> float:
         raise NotImplementedError
 
+    def clip_details(self, ctx: VideoContext, span: Span) -> dict | None:
+        """What the clip's score is made of (per-frame or per-pair values from the caches), written into the
+        clip's entry of the JSON for whoever debugs a score; None when the dimension has nothing to add."""
+        return None
+
     def keeps(self, ctx: VideoContext, span: Span) -> bool:
         """Whether this clip counts towards a window's score (VBench-Long's static filter says no to some)."""
         return True

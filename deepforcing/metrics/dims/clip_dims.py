@@ -103,6 +103,10 @@ class AestheticQuality(Metric):
         s = torch.stack([ctx.cache["aesthetic"][i] for i in range(span.start, span.end)]) / 10
         return float(torch.mean(s, dim=0))
 
+    def clip_details(self, ctx: VideoContext, span: Span) -> dict:
+        """LAION head output / 10 for every frame of the clip, in frame order."""
+        return {"frame_aesthetic": [float(ctx.cache["aesthetic"][i]) / 10 for i in range(span.start, span.end)]}
+
 
 class ClipScore(Metric):
     """Mean cosine between the prompt's CLIP text embedding and each of the 8 middle frames' image

@@ -87,6 +87,15 @@ class DynamicDegree(Metric):
         idx = sample_indices(span, ctx.fps)
         return [ctx.cache["raft"][p]["top5"] for p in zip(idx[:-1], idx[1:], strict=True)]
 
+    def clip_details(self, ctx: VideoContext, span: Span) -> dict:
+        """Per sampled pair: the two frame indices, its top-5 % mean flow magnitude (px), and the threshold
+        and count VBench's rule compares them with."""
+        idx = sample_indices(span, ctx.fps)
+        pairs = list(zip(idx[:-1], idx[1:], strict=True))
+        self.vb.set_params(frame=torch.empty(1, 3, *ctx.hw), count=len(idx))
+        return {"flow_pairs": [list(p) for p in pairs], "flow_top5": [ctx.cache["raft"][p]["top5"] for p in pairs],
+                "flow_threshold": float(self.vb.params["thres"]), "flow_count_needed": int(self.vb.params["count_num"])}
+
     def score(self, ctx: VideoContext, span: Span) -> float:
         self.check_span(span)
         idx = sample_indices(span, ctx.fps)

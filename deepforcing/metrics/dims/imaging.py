@@ -35,6 +35,10 @@ class ImagingQuality(Metric):
             for i, v in zip(b, s, strict=True):
                 ctx.cache["musiq"][i] = float(v)
 
+    def clip_details(self, ctx: VideoContext, span: Span) -> dict:
+        """MUSIQ MOS (0-100) of every frame of the clip, in frame order."""
+        return {"frame_mos": [ctx.cache["musiq"][i] for i in range(span.start, span.end)]}
+
     def score(self, ctx: VideoContext, span: Span) -> float:
         self.check_span(span)
         c = ctx.cache["musiq"]

@@ -60,6 +60,11 @@ class MotionSmoothness(Metric):
                 real = ctx.frame(i + 1).numpy()
                 ctx.cache["amt"][i] = float(np.mean(np.abs(real.astype(np.int16) - img.astype(np.int16))))
 
+    def clip_details(self, ctx: VideoContext, span: Span) -> dict:
+        """Per interpolated (odd) frame: its index and mean |real - AMT interpolation| in 0-255 units."""
+        idx = self._pairs(span)
+        return {"amt_frames": [i + 1 for i in idx], "amt_abs_error": [ctx.cache["amt"][i] for i in idx]}
+
     def score(self, ctx: VideoContext, span: Span) -> float:
         self.check_span(span)
         diffs = [ctx.cache["amt"][i] for i in self._pairs(span)]

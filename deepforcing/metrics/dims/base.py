@@ -183,8 +183,25 @@ def consistency(features: torch.Tensor) -> tuple[float, int]:
     """VBench's subject/background formula on L2-normalised features [N, D].
 
     s_i = (max(0, cos(f_{i-1}, f_i)) + max(0, cos(f_0, f_i))) / 2 for i >= 1; returns (Σ s_i, N - 1).
-    Per-pair cosines are taken one row at a time, as VBench does, so the float32 sums match.
+    Every cosine in two tensor operations; the sum is taken in the same order and precision (Python floats)
+    as ``consistency_reference`` (VBench's loop), which it equals to float32 rounding (tests).
     """
+    import torch.nn.functional as F
+
+    n = len(features)
+    if n < 2:
+        return 0.0, n - 1
+    cur = features[1:]
+    pre = F.cosine_similarity(features[:-1], cur).clamp_min(0).tolist()
+    fir = F.cosine_similarity(features[:1].expand_as(cur), cur).clamp_min(0).tolist()
+    total = 0.0
+    for a, b in zip(pre, fir, strict=True):
+        total += (a + b) / 2
+    return total, n - 1
+
+
+def consistency_reference(features: torch.Tensor) -> tuple[float, int]:
+    """``consistency`` as VBench computes it: per-pair cosines one row at a time."""
     import torch.nn.functional as F
 
     total = 0.0

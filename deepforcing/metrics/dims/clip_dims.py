@@ -22,6 +22,34 @@ from .base import Metric, VideoContext, batched, consistency
 
 @functools.lru_cache(maxsize=4)
 def load_clip(path: str, device: str, fp16_on_cuda: bool = True):
+    """The model ``load_clip_reference`` gives (same weights, same dtypes), built without the random
+    initialisation that the checkpoint then overwrites (``fastload``); falls back to the reference loader
+    on anything unexpected. Kept loaded for the process."""
+    import clip
+
+    from ..fastload import load_into, meta_params
+
+    try:
+        try:
+            sd = torch.jit.load(path, map_location="cpu").state_dict()
+        except RuntimeError:  # a plain state dict
+            sd = torch.load(path, map_location="cpu")
+        orig = clip.model.CLIP.load_state_dict
+        # build_model (clip's own: architecture from the state dict, fp16 conversion) then loads the weights
+        clip.model.CLIP.load_state_dict = lambda self, s, strict=True: load_into(self, s)
+        try:
+            with meta_params():
+                model = clip.model.build_model(dict(sd)).to(device)
+        finally:
+            clip.model.CLIP.load_state_dict = orig
+    except Exception:
+        return load_clip_reference(path, device, fp16_on_cuda)
+    if str(device) == "cpu" or not fp16_on_cuda:
+        model.float()  # clip.load does this on CPU
+    return model.eval()
+
+
+def load_clip_reference(path: str, device: str, fp16_on_cuda: bool = True):
     """``clip.load`` on a local file (TorchScript archive as OpenAI ships it, or a plain state dict)."""
     import clip
 

@@ -32,3 +32,26 @@ def test_consistency_equals_the_row_by_row_reference():
         assert pairs == ref_pairs == n - 1
         assert abs(total / pairs - ref_total / ref_pairs) <= 1e-7, (n, total, ref_total)
     assert consistency(f[:1]) == (0.0, 0)
+
+
+def test_raft_shared_features_equal_raft_forward(random_weights):
+    """Per-frame encoder features shared by consecutive pairs and the upsampling done once: the same pair
+    scores as RAFT's own forward (VBench's call), to float rounding."""
+    from deepforcing.metrics.dims.dynamic import load_raft, raft_pairs
+    from deepforcing.metrics.dims.flicker import static_pairs
+    from deepforcing.metrics.protocol import Span
+
+    vb = load_raft(str(random_weights.path("raft_things")), "cpu")
+    frames = torch.from_numpy(synthetic_frames(9, 128, 160, 3, speed=9))
+    pairs = [(i, i + 1) for i in range(8)] + static_pairs(Span(0, 9))[-2:] + [(0, 2), (2, 4)]
+    fast, ref = VideoContext(frames, 8), VideoContext(frames, 8)
+    raft_pairs(vb, fast, pairs, "cpu")
+    raft_pairs(vb, ref, pairs, "cpu", fast=False)
+    assert set(fast.cache["raft"]) == set(ref.cache["raft"]) == set(pairs)
+    worst = 0.0
+    for p in pairs:
+        for k in ("top5", "top2"):
+            a, b = fast.cache["raft"][p][k], ref.cache["raft"][p][k]
+            worst = max(worst, abs(a - b) / max(1.0, abs(b)))
+    print("largest relative difference", worst)
+    assert worst <= 1e-5

@@ -55,3 +55,26 @@ def test_raft_shared_features_equal_raft_forward(random_weights):
             worst = max(worst, abs(a - b) / max(1.0, abs(b)))
     print("largest relative difference", worst)
     assert worst <= 1e-5
+
+
+def test_gpu_options_leave_the_cpu_path_alone(random_weights, tmp_path):
+    """gpu_autocast / gpu_channels_last act on a GPU only: on the CPU the numbers are the fp32 path's."""
+    import pytest
+
+    from deepforcing.errors import ConfigError
+    from deepforcing.metrics.config import ClipProtocol, DriftConfig, EvalConfig
+    from deepforcing.metrics.scorer import Scorer
+    from deepforcing.metrics.video import write_lossless
+
+    with pytest.raises(ConfigError, match="gpu_autocast"):
+        EvalConfig(gpu_autocast="int8")
+    dims = ("background_consistency", "imaging_quality", "dynamic_degree")
+    v = str(write_lossless(tmp_path / "v.mp4", synthetic_frames(6, 128, 144, 2, speed=9), 8))
+    weights = {k: str(p) for d in dims for k, p in random_weights.files(d).items()}
+    scores = []
+    for opts in ({}, {"gpu_autocast": "bf16", "gpu_channels_last": True}):
+        sc = Scorer(EvalConfig(dimensions=dims, device="cpu", weights=weights, clips=ClipProtocol(enabled=False),
+                               drift=DriftConfig(enabled=False), progress=False, **opts))
+        r = sc.score_file(v)
+        scores.append([r.score(d) for d in dims])
+    assert None not in scores[0] and scores[0] == scores[1]

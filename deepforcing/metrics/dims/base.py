@@ -150,6 +150,28 @@ class Metric:
                 f"{self.spec.min_frames} frames per clip."
             )
 
+    # -- GPU options ----------------------------------------------------------------------------
+    @property
+    def on_cuda(self) -> bool:
+        return str(self.device).startswith("cuda")
+
+    def amp(self):
+        """``torch.autocast`` for model forwards when ``cfg.gpu_autocast`` is set and the model is on a GPU;
+        a no-op otherwise (the CPU path is always fp32)."""
+        return gpu_autocast(self.cfg, self.device)
+
+    def channels_last(self, x: torch.Tensor) -> torch.Tensor:
+        """``x`` in channels-last layout when ``cfg.gpu_channels_last`` is set on a GPU, else ``x``."""
+        if self.on_cuda and getattr(self.cfg, "gpu_channels_last", False):
+            return x.contiguous(memory_format=torch.channels_last)
+        return x
+
+    def conv_net(self, model: torch.nn.Module) -> torch.nn.Module:
+        """``model`` converted to channels-last when ``cfg.gpu_channels_last`` is set on a GPU."""
+        if self.on_cuda and getattr(self.cfg, "gpu_channels_last", False):
+            model.to(memory_format=torch.channels_last)
+        return model
+
     # -- scoring --------------------------------------------------------------------------------
     def prepare(self, ctx: VideoContext, spans: list[Span]) -> None:
         """Compute (and cache) whatever ``score`` needs for these spans, batched."""
@@ -172,6 +194,15 @@ class Metric:
     def _missing(self, ctx: VideoContext, key: str, idx: Iterable[int]) -> list[int]:
         c = ctx.cache.setdefault(key, {})
         return sorted({i for i in idx if i not in c})
+
+
+def gpu_autocast(cfg, device):
+    import contextlib
+
+    mode = getattr(cfg, "gpu_autocast", None)
+    if not mode or not str(device).startswith("cuda"):
+        return contextlib.nullcontext()
+    return torch.autocast("cuda", dtype=torch.bfloat16 if mode == "bf16" else torch.float16)
 
 
 def batched(seq: list, n: int):

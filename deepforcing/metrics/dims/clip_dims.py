@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from .. import protocol
 from ..protocol import Span
 from ..specs import SPECS
-from .base import Metric, VideoContext, batched, consistency
+from .base import Metric, VideoContext, batched, consistency, gpu_autocast
 
 
 @functools.lru_cache(maxsize=4)
@@ -71,13 +71,13 @@ def _transform():
     return clip_transform(224)
 
 
-def encode_frames(model, ctx: VideoContext, key: str, idx, batch_size: int, device: str) -> None:
+def encode_frames(model, ctx: VideoContext, key: str, idx, batch_size: int, device: str, cfg=None) -> None:
     """Cache L2-normalised CLIP image embeddings of frames ``idx`` under ``ctx.cache[key]``."""
     todo = [i for i in sorted(set(idx)) if i not in ctx.cache.setdefault(key, {})]
     tf = _transform()
     for b in batched(todo, batch_size):
         x = tf(ctx.float_tchw(b)).to(device)
-        with torch.no_grad():
+        with torch.no_grad(), gpu_autocast(cfg, device):
             f = model.encode_image(x)
         for i, row in zip(b, f, strict=True):
             ctx.cache[key][i] = row
@@ -93,7 +93,7 @@ class BackgroundConsistency(Metric):
 
     def prepare(self, ctx: VideoContext, spans: list[Span]) -> None:
         encode_frames(self.model, ctx, self.key, {i for s in spans for i in range(s.start, s.end)},
-                      self.cfg.batch_size, self.device)
+                      self.cfg.batch_size, self.device, self.cfg)
 
     def features(self, ctx: VideoContext, idx) -> torch.Tensor:
         return F.normalize(torch.stack([ctx.cache[self.key][i] for i in idx]), dim=-1, p=2)
@@ -120,8 +120,9 @@ class AestheticQuality(Metric):
         tf = _transform()
         for b in batched(todo, self.cfg.batch_size):
             x = tf(ctx.float_tchw(b)).to(self.device)
-            with torch.no_grad():
+            with torch.no_grad(), self.amp():
                 f = F.normalize(self.model.encode_image(x).to(torch.float32), dim=-1, p=2)
+            with torch.no_grad():
                 s = self.head(f).squeeze(dim=-1)
             for i, v in zip(b, s, strict=True):
                 ctx.cache[key][i] = v
@@ -159,7 +160,7 @@ class ClipScore(Metric):
 
     def prepare(self, ctx: VideoContext, spans: list[Span]) -> None:
         idx = {i for s in spans for i in protocol.middle_indices(s.start, s.end, 8)}
-        encode_frames(self.model, ctx, self.key, idx, self.cfg.batch_size, self.device)
+        encode_frames(self.model, ctx, self.key, idx, self.cfg.batch_size, self.device, self.cfg)
 
     def score(self, ctx: VideoContext, span: Span) -> float:
         self.check_span(span)

@@ -17,7 +17,7 @@ import torch
 
 from ..protocol import Span
 from ..specs import SPECS
-from .base import Metric, MetricInputError, VideoContext, batched
+from .base import Metric, MetricInputError, VideoContext, batched, gpu_autocast
 
 
 def sample_indices(span: Span, fps: float) -> list[int]:
@@ -75,7 +75,7 @@ def raft_test_flow(model, fmap1: torch.Tensor, fmap2: torch.Tensor, cnet: torch.
     return model.upsample_flow(coords1 - coords0, mask)
 
 
-def raft_pairs(vb, ctx: VideoContext, pairs, device: str, batch: int = 4, fast: bool = True) -> None:
+def raft_pairs(vb, ctx: VideoContext, pairs, device: str, batch: int = 4, fast: bool = True, cfg=None) -> None:
     """Run RAFT (20 iterations, test mode, frames padded to /8 as VBench pads them) on every ordered pair
     not cached yet; cache ``{"top5": ..., "top2": ...}`` per pair in ``ctx.cache["raft"]``.
 
@@ -92,18 +92,22 @@ def raft_pairs(vb, ctx: VideoContext, pairs, device: str, batch: int = 4, fast: 
     padder = InputPadder((1, 3, h, w))
     model = vb.model.module if hasattr(vb.model, "module") else vb.model
     kept: dict[int, torch.Tensor] = {}  # feature maps of frames the previous batch encoded
+    cl = str(device).startswith("cuda") and getattr(cfg, "gpu_channels_last", False)
+    layout = (lambda x: x.contiguous(memory_format=torch.channels_last)) if cl else (lambda x: x)  # noqa: E731
+    if cl:
+        model.to(memory_format=torch.channels_last)
     for b in batched(todo, batch):
-        with torch.no_grad():
+        with torch.no_grad(), gpu_autocast(cfg, device):
             if fast:
                 frames = sorted({i for p in b for i in p})
                 new = [i for i in frames if i not in kept]
                 fmaps = dict(kept)
                 if new:
                     x = padder.pad(ctx.float_tchw(new).to(device))[0]
-                    x = (2 * (x / 255.0) - 1.0).contiguous()
-                    fmaps.update(zip(new, model.fnet(x), strict=True))
+                    x = layout((2 * (x / 255.0) - 1.0).contiguous())
+                    fmaps.update(zip(new, model.fnet(x).float(), strict=True))
                 x0 = padder.pad(ctx.float_tchw([i for i, _ in b]).to(device))[0]
-                cnet = model.cnet((2 * (x0 / 255.0) - 1.0).contiguous())
+                cnet = model.cnet(layout((2 * (x0 / 255.0) - 1.0).contiguous())).float()
                 flow = raft_test_flow(model, torch.stack([fmaps[i] for i, _ in b]),
                                       torch.stack([fmaps[j] for _, j in b]), cnet)
                 kept = {i: fmaps[i] for i in (max(b[-1]),)}
@@ -129,7 +133,7 @@ class DynamicDegree(Metric):
         for s in spans:
             idx = sample_indices(s, ctx.fps)
             pairs |= set(zip(idx[:-1], idx[1:], strict=True))
-        raft_pairs(self.vb, ctx, pairs, self.device)
+        raft_pairs(self.vb, ctx, pairs, self.device, cfg=self.cfg)
 
     def pair_scores(self, ctx: VideoContext, span: Span) -> list[float]:
         idx = sample_indices(span, ctx.fps)

@@ -81,7 +81,8 @@ class TemporalFlickering(Metric):
         if self.static_filter:
             from .dynamic import raft_pairs
 
-            raft_pairs(self.vb, ctx, [p for s in spans if s.length >= 2 for p in static_pairs(s)], self.device)
+            raft_pairs(self.vb, ctx, [p for s in spans if s.length >= 2 for p in static_pairs(s)], self.device,
+                       cfg=self.cfg)
 
     def keeps(self, ctx: VideoContext, span: Span) -> bool:
         if not self.static_filter:

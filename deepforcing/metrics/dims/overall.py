@@ -72,7 +72,7 @@ class OverallConsistency(Metric):
                 continue
             # vbench resizes the uint8 frames (read_frames_decord_by_fps), then divides by 255
             x = tf(ctx.take(idx).permute(0, 3, 1, 2)).to(self.device)
-            with torch.no_grad():
+            with torch.no_grad(), self.amp():
                 f = self.model.encode_vision(x.unsqueeze(0), test=True).float()
             cache[idx] = f / f.norm(dim=-1, keepdim=True)
 

@@ -122,8 +122,8 @@ class SubjectConsistency(Metric):
         todo = self._missing(ctx, "dino", {i for s in spans for i in range(s.start, s.end)})
         for b in batched(todo, self.cfg.batch_size):
             x = tf(ctx.float_tchw(b)).to(self.device)
-            with torch.no_grad():
-                f = F.normalize(self.model(x), dim=-1, p=2)
+            with torch.no_grad(), self.amp():
+                f = F.normalize(self.model(x).float(), dim=-1, p=2)
             for i, row in zip(b, f, strict=True):
                 ctx.cache["dino"][i] = row
 

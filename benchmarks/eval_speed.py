@@ -72,6 +72,9 @@ def parse_args(argv=None):
     ap.add_argument("--cache-dir", default=None, help="real VBench weights; default: random weights in a temp dir")
     ap.add_argument("--full-size", action="store_true", help="random CLIP towers at full size (default reduced)")
     ap.add_argument("--segment-seconds", type=float, default=5.0)
+    ap.add_argument("--gpu-autocast", choices=["bf16", "fp16"], default=None,
+                    help="ours under torch.autocast on a GPU (max|diff| then measures its error against vbench)")
+    ap.add_argument("--gpu-channels-last", action="store_true", help="ours with channels-last conv nets on a GPU")
     return ap.parse_args(argv)
 
 
@@ -147,6 +150,7 @@ class Workload:
         from deepforcing.metrics.config import ClipProtocol, DriftConfig, EvalConfig
 
         return EvalConfig(dimensions=tuple(dims), device=device, progress=False,
+                          gpu_autocast=self.args.gpu_autocast, gpu_channels_last=self.args.gpu_channels_last,
                           weights={k: str(v) for d in dims for k, v in files[d].items()},
                           clips=ClipProtocol(enabled=self.name != "short"),
                           drift=DriftConfig(enabled=self.name != "short", segment_seconds=self.args.segment_seconds,
@@ -214,6 +218,7 @@ def profile_text(pr: cProfile.Profile, n: int = 8) -> str:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    os.environ.setdefault("TQDM_DISABLE", "1")  # vbench's progress bars
     import cv2
     import torch
     from metrics_helpers import RandomWeights, synthetic_frames

@@ -7,7 +7,10 @@ Examples::
     python -m eval.score clip.mp4 --prompt-from-filename --segment-seconds 5 --clip-seconds overall_consistency=2
 
 Writes ``<out>/<video>.json`` per video (per-clip scores, per-segment series, drift statistics, errors),
-``<out>/results.jsonl`` and ``<out>/table.txt``, and prints the table. Model files are read from
+``<out>/results.jsonl`` and ``<out>/table.txt``, and prints the table. ``<out>`` defaults to
+``results/scores/<name of the folder holding the inputs>`` (under the current folder, as every results folder
+of this project). Exit status: 0 when every video has a score for every requested dimension, 1 when a
+video or a dimension errored or a dimension was skipped (missing weights), 2 on a usage error. Model files are read from
 ``$VBENCH_CACHE_DIR`` (default ``~/.cache/vbench``) with VBench's names; a dimension whose file is missing
 is skipped with one message (see ``python -m eval.weights check``). Nothing is downloaded.
 
@@ -89,6 +92,32 @@ def prompt_for(video: str, prompts: dict[str, str], from_filename: bool) -> str 
     return None
 
 
+def default_out(videos: list[str]) -> Path:
+    """``results/scores/<name>``: name = the folder holding every input (their deepest common folder)."""
+    import os
+
+    parents = [str(Path(v).resolve().parent) for v in videos] or [str(Path.cwd())]
+    try:
+        common = Path(os.path.commonpath(parents))
+    except ValueError:  # different drives
+        common = Path(parents[0])
+    from deepforcing.metrics.report import safe_name
+
+    return Path("results") / "scores" / (safe_name(common.name) if common.name else "root")
+
+
+def exit_status(results, dims) -> int:
+    """1 when any requested score is missing (video error, dimension error, skipped dimension), else 0."""
+    for r in results:
+        if r.error or r.skipped:
+            return 1
+        for d in dims:
+            dr = r.dimensions.get(d)
+            if dr is None or dr.error or dr.score is None:
+                return 1
+    return 0
+
+
 def _kv(items: list[str] | None, flag: str, conv=str) -> dict:
     out = {}
     for it in items or []:
@@ -109,7 +138,11 @@ def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="python -m eval.score", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("inputs", nargs="+", help="video files, folders or globs")
-    ap.add_argument("--out", default="eval_results", help="output folder (default: eval_results)")
+    ap.add_argument("--out", default=None,
+                    help="output folder (default: results/scores/<name of the folder holding the inputs>)")
+    ap.add_argument("--aggregation", choices=["mean", "vbench"], default="mean",
+                    help="the table's mean row: plain mean over videos (default), or vbench's run score "
+                    "(subject/background consistency weighted by frame pairs); the table says which")
     ap.add_argument("--dimensions", nargs="+", default=list(DEFAULT_DIMENSIONS), metavar="DIM",
                     help=f"default: {' '.join(DEFAULT_DIMENSIONS)}; available: {' '.join(sorted(SPECS))}")
     ap.add_argument("--prompts", help="JSON {filename: prompt}, VBench full-info JSON, or filename<TAB>prompt lines")
@@ -134,6 +167,9 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--no-vde", action="store_true", help="skip BlockVid's VDE chunks")
     ap.add_argument("--no-edges", action="store_true", help="skip FramePack's 15%% start/end windows")
     ap.add_argument("--imaging-preprocess", default="longer")
+    ap.add_argument("--no-details", action="store_true",
+                    help="leave out the per-frame / per-pair values behind each clip's score (MUSIQ MOS and aesthetic "
+                    "score per frame, RAFT top-5%% flow per pair, AMT error per interpolated frame)")
     ap.add_argument("--no-progress", action="store_true")
     return ap
 
@@ -152,7 +188,7 @@ def main(argv: list[str] | None = None) -> int:
                                scene_split=args.scene_split),
             drift=DriftConfig(enabled=not args.no_drift, segment_seconds=args.segment_seconds,
                               vde=not args.no_vde, edge_windows=not args.no_edges),
-            imaging_preprocess=args.imaging_preprocess, progress=not args.no_progress,
+            imaging_preprocess=args.imaging_preprocess, progress=not args.no_progress, details=not args.no_details,
         )
         prompts = load_prompts(args.prompts)
         videos = expand_inputs(args.inputs)
@@ -168,7 +204,7 @@ def main(argv: list[str] | None = None) -> int:
     from deepforcing.metrics.scorer import Scorer
 
     scorer = Scorer(cfg)  # logs one warning per skipped dimension
-    out = Path(args.out)
+    out = Path(args.out) if args.out else default_out(videos)
     out.mkdir(parents=True, exist_ok=True)
     results, used = [], set()
     with open(out / "results.jsonl", "w") as jl:
@@ -181,10 +217,14 @@ def main(argv: list[str] | None = None) -> int:
             write_json(r, out, name)
             jl.write(json.dumps(r.to_dict(), allow_nan=False, default=str) + "\n")
             results.append(r)
-    text = table(results, [d for d in cfg.dimensions], "abs_delta" if cfg.drift.enabled else None)
+    text = table(results, [d for d in cfg.dimensions], "abs_delta" if cfg.drift.enabled else None,
+                 aggregation=args.aggregation)
     (out / "table.txt").write_text(text)
     print(text)
-    return 0
+    status = exit_status(results, cfg.dimensions)
+    print(f"written to {out}/" + ("" if status == 0 else "; some scores are missing (see Errors / Skipped), "
+                                  "exit status 1"), file=sys.stderr)
+    return status
 
 
 if __name__ == "__main__":

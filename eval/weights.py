@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from deepforcing.metrics import weight_files as W
 from deepforcing.metrics.specs import SPECS
@@ -20,7 +21,7 @@ def main(argv: list[str] | None = None) -> int:
     c.add_argument("--dimensions", nargs="*", default=None, choices=sorted(SPECS))
     args = ap.parse_args(argv)
     rows = W.check(args.dimensions, args.cache_dir)
-    base = args.cache_dir or W.default_cache_dir()
+    base = Path(args.cache_dir).expanduser() if args.cache_dir else W.default_cache_dir()
     print(f"VBench cache dir: {base}")
     ready = {}
     for r in rows:
@@ -35,6 +36,15 @@ def main(argv: list[str] | None = None) -> int:
     n_ok = sum(ready.values())
     print(f"{n_ok}/{len(ready)} dimensions have all their files: "
           + ", ".join(d for d, ok in ready.items() if ok))
+    if "subject_consistency" in ready:
+        backend, repo = W.dino_backend(args.cache_dir)
+        if backend == "dino_repo":
+            print(f"subject_consistency DINO backend: dino_repo (facebookresearch/dino clone at {repo}, built with "
+                  "torch.hub as vbench does)")
+        else:
+            print("subject_consistency DINO backend: timm (ViT-B/16 with DINO's position-embedding interpolation; "
+                  f"no facebookresearch/dino clone at {base / W.DINO_REPO_RELPATH}; place one there to build DINO "
+                  "exactly as vbench does)")
     return 0
 
 

@@ -94,6 +94,15 @@ class EvalConfig:
     #: the default is Wan's 3-latent-frame chunk through its 4x temporal VAE
     seams: tuple[int, int] = (9, 12)
     progress: bool = True
+    #: write what each clip's score is made of into its JSON entry (per-frame MUSIQ MOS and aesthetic scores,
+    #: per-pair RAFT flow scores, per-frame AMT errors); eval.score turns this on
+    details: bool = False
+    #: GPU only (ignored on CPU): "bf16" / "fp16" runs the model forwards under torch.autocast, and
+    #: ``gpu_channels_last`` puts the convolutional nets (RAFT, AMT, MUSIQ) and their inputs in channels-last
+    #: layout. Both off by default: autocast changes the numbers, and its per-dimension error against the fp32
+    #: path has not been measured on a GPU yet (docs/metrics.md).
+    gpu_autocast: str | None = None
+    gpu_channels_last: bool = False
 
     def __post_init__(self) -> None:
         from . import METRICS
@@ -109,6 +118,8 @@ class EvalConfig:
         if len(self.seams) != 2 or min(self.seams) < 1:
             raise ConfigError(f"seams must be two positive frame counts (first chunk, later chunks), got {self.seams}.")
         self.seams = tuple(int(s) for s in self.seams)
+        if self.gpu_autocast not in (None, "bf16", "fp16"):
+            raise ConfigError(f"gpu_autocast must be None, 'bf16' or 'fp16', got {self.gpu_autocast!r}.")
         if self.batch_size < 1:
             raise ConfigError(f"batch_size must be >= 1, got {self.batch_size}.")
         if self.drift.segment_seconds <= 0:

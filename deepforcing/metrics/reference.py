@@ -92,10 +92,11 @@ def _offline_env(dim: str, files: dict[str, Path], viclip_eval: bool = True):
             u()
 
 
-def vbench_scores(dim: str, videos: list[str], files: dict[str, Path], device: str = "cpu",
-                  prompts: list[str] | None = None, dino_repo=None, viclip_eval: bool = True,
-                  **kwargs) -> list[float]:
-    """Per-video scores from vbench's ``compute_<dim>`` on ``videos`` (mp4 paths), in order."""
+def vbench_run(dim: str, videos: list[str], files: dict[str, Path], device: str = "cpu",
+               prompts: list[str] | None = None, dino_repo=None, viclip_eval: bool = True,
+               **kwargs) -> tuple[float, list[float]]:
+    """vbench's ``compute_<dim>`` on ``videos`` (mp4 paths): (the run's dimension score as vbench reports it,
+    per-video scores in order)."""
     import importlib
 
     name = SPECS[dim].vbench_name
@@ -109,11 +110,18 @@ def vbench_scores(dim: str, videos: list[str], files: dict[str, Path], device: s
         mod = importlib.import_module(f"vbench.{name}")
         fn = getattr(mod, f"compute_{name}")
         with torch.no_grad():
-            _, per_video = fn(str(jp), device, submodules(dim, files, dino_repo), **kwargs)
+            run, per_video = fn(str(jp), device, submodules(dim, files, dino_repo), **kwargs)
     by_path = {}
     for r in per_video:
         by_path.setdefault(r["video_path"], float(r["video_results"]))
-    return [by_path[v] for v in videos]
+    return float(run), [by_path[v] for v in videos]
+
+
+def vbench_scores(dim: str, videos: list[str], files: dict[str, Path], device: str = "cpu",
+                  prompts: list[str] | None = None, dino_repo=None, viclip_eval: bool = True,
+                  **kwargs) -> list[float]:
+    """Per-video scores from vbench's ``compute_<dim>`` on ``videos`` (mp4 paths), in order."""
+    return vbench_run(dim, videos, files, device, prompts, dino_repo, viclip_eval, **kwargs)[1]
 
 
 def long_reference(dim: str, video: str, files: dict[str, Path], seconds: float, device: str = "cpu",

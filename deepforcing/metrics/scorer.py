@@ -189,6 +189,9 @@ class Scorer:
             per_scene = [self.window_score(metric, ctx, w, metric.max_clips, source) for w in windows["video"]]
             out.score = sum(v for v, _ in per_scene) / len(per_scene)
             out.clips = [_span_dict(c, ctx.fps, s, u) for _, clips in per_scene for c, s, u in clips]
+            if self.cfg.details:
+                for d, (c, _, _) in zip(out.clips, [x for _, clips in per_scene for x in clips], strict=True):
+                    d.update(source.details(c) or {})
             if len(per_scene) > 1:
                 out.scenes = [_span_dict(w, ctx.fps, v) for w, (v, _) in zip(windows["video"], per_scene, strict=True)]
         except MetricInputError as e:
@@ -265,6 +268,10 @@ class ClipSource:
     def result(self, c: Span) -> tuple[float, bool]:
         raise NotImplementedError
 
+    def details(self, c: Span) -> dict | None:
+        """Per-frame / per-pair values behind clip ``c``'s score (``Metric.clip_details``), if any."""
+        return None
+
 
 class DirectSource(ClipSource):
     """Computed now, from the frames in the context (the whole-video path)."""
@@ -278,6 +285,9 @@ class DirectSource(ClipSource):
     def result(self, c: Span) -> tuple[float, bool]:
         return clip_result(self.metric, self.ctx, c)
 
+    def details(self, c: Span) -> dict | None:
+        return self.metric.clip_details(self.ctx, c)
+
 
 class StoredSource(ClipSource):
     """Computed earlier, clip by clip, while the video streamed in: each clip's (score, kept) or the
@@ -286,6 +296,7 @@ class StoredSource(ClipSource):
 
     def __init__(self):
         self.results: dict[Span, tuple[float, bool] | Exception] = {}
+        self.clip_details: dict[Span, dict | None] = {}
         self.error: Exception | None = None
         self.seconds = 0.0
 
@@ -298,6 +309,9 @@ class StoredSource(ClipSource):
         if isinstance(r, Exception):
             raise r
         return r
+
+    def details(self, c: Span) -> dict | None:
+        return self.clip_details.get(c)
 
 
 def _forget_locals(e: Exception) -> Exception:
@@ -410,6 +424,8 @@ class StreamingScorer:
                 for c in new:
                     try:
                         plan.source.results[c] = clip_result(metric, ctx, c)
+                        if self.scorer.cfg.details:  # kept now: the cached values go with the frames
+                            plan.source.clip_details[c] = metric.clip_details(ctx, c)
                     except Exception as e:
                         plan.source.results[c] = _forget_locals(e)
             plan.source.seconds += time.perf_counter() - t0

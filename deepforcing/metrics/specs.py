@@ -21,10 +21,16 @@ class MetricSpec:
     min_side: int = 1  # smallest frame side (pixels) the model gives finite output for
     min_frames: int = 2  # frames a clip needs
     vbench_name: str | None = None  # name of vbench's own compute_<name> reference, if any
+    #: how vbench (single process) combines videos into the dimension's score: "mean" over videos, or
+    #: "pairs" (subject/background consistency: sum of frame-pair similarities / number of pairs, i.e. videos
+    #: weighted by their frame pairs)
+    vbench_run_mean: str = "mean"
 
     def __post_init__(self) -> None:
         if self.direction not in ("higher", "lower"):
             raise ValueError(f"direction must be 'higher' or 'lower', got {self.direction!r}")
+        if self.vbench_run_mean not in ("mean", "pairs"):
+            raise ValueError(f"vbench_run_mean must be 'mean' or 'pairs', got {self.vbench_run_mean!r}")
 
 
 SPECS: dict[str, MetricSpec] = {
@@ -39,12 +45,12 @@ SPECS: dict[str, MetricSpec] = {
             "background_consistency", "higher",
             "clip: mean over frames i>=1 of (max(0,cos(f_i-1,f_i)) + max(0,cos(f_0,f_i)))/2 on CLIP ViT-B/32; "
             "video: mean over clips",
-            "vbench0.1.5-1", ("clip_vit_b32",), 2.0, vbench_name="background_consistency",
+            "vbench0.1.5-1", ("clip_vit_b32",), 2.0, vbench_name="background_consistency", vbench_run_mean="pairs",
         ),
         MetricSpec(
             "subject_consistency", "higher",
             "clip: same first/previous-frame formula on DINO ViT-B/16 CLS features; video: mean over clips",
-            "vbench0.1.5-1", ("dino_vitb16",), 2.0, vbench_name="subject_consistency",
+            "vbench0.1.5-1", ("dino_vitb16",), 2.0, vbench_name="subject_consistency", vbench_run_mean="pairs",
         ),
         MetricSpec(
             "aesthetic_quality", "higher",

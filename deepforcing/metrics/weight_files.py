@@ -150,6 +150,21 @@ def resolve(dim: str, cache_dir=None, explicit=None, keys: tuple[str, ...] | Non
     return {s.key: s.path for s in statuses}
 
 
+DINO_REPO_RELPATH = "dino_model/facebookresearch_dino_main"
+
+
+def dino_backend(cache_dir=None, explicit: dict | None = None) -> tuple[str, str | None]:
+    """Which network subject consistency builds: ``("dino_repo", path)`` when a clone of facebookresearch/dino
+    is given (``explicit["dino_repo"]``) or sits where VBench's local mode keeps it
+    (``<cache>/dino_model/facebookresearch_dino_main`` with its ``hubconf.py``), else ``("timm", None)``."""
+    repo = (explicit or {}).get("dino_repo")
+    if repo is None:
+        base = Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
+        cand = base / DINO_REPO_RELPATH
+        repo = str(cand) if (cand / "hubconf.py").is_file() else None
+    return ("dino_repo", str(repo)) if repo else ("timm", None)
+
+
 def check(dims=None, cache_dir=None, explicit=None) -> list[dict]:
     """One row per (dimension, weight file): what is present and where. Imports no model code."""
     rows = []

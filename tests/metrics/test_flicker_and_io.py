@@ -122,7 +122,7 @@ def test_score_cli_writes_json_and_table(videos, tmp_path):
            "--out", str(out), "--dimensions", "temporal_flickering", "overall_consistency",
            "--cache-dir", str(tmp_path / "empty_cache"), "--no-progress"]
     p = subprocess.run(cmd, capture_output=True, text=True)
-    assert p.returncode == 0, p.stderr
+    assert p.returncode == 1, p.stderr  # a corrupt file and a skipped dimension: a script must be able to tell
     assert "overall_consistency: skipped" in p.stderr
     res = {json.loads(line)["video"]: json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()}
     assert len(res) == 3

@@ -177,7 +177,7 @@ def flow_by_difference(monkeypatch, tmp_path):
     read from the context as RAFT would read them (so a frame released too early fails the test)."""
     import deepforcing.metrics.dims.dynamic as dynamic
 
-    def pairs(vb, ctx, todo, device, batch=4):
+    def pairs(vb, ctx, todo, device, batch=4, **options):  # options: fast path, GPU settings
         cache = ctx.cache.setdefault("raft", {})
         for i, j in sorted(set(todo)):
             if (i, j) not in cache:

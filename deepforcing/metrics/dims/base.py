@@ -150,12 +150,39 @@ class Metric:
                 f"{self.spec.min_frames} frames per clip."
             )
 
+    # -- GPU options ----------------------------------------------------------------------------
+    @property
+    def on_cuda(self) -> bool:
+        return str(self.device).startswith("cuda")
+
+    def amp(self):
+        """``torch.autocast`` for model forwards when ``cfg.gpu_autocast`` is set and the model is on a GPU;
+        a no-op otherwise (the CPU path is always fp32)."""
+        return gpu_autocast(self.cfg, self.device)
+
+    def channels_last(self, x: torch.Tensor) -> torch.Tensor:
+        """``x`` in channels-last layout when ``cfg.gpu_channels_last`` is set on a GPU, else ``x``."""
+        if self.on_cuda and getattr(self.cfg, "gpu_channels_last", False):
+            return x.contiguous(memory_format=torch.channels_last)
+        return x
+
+    def conv_net(self, model: torch.nn.Module) -> torch.nn.Module:
+        """``model`` converted to channels-last when ``cfg.gpu_channels_last`` is set on a GPU."""
+        if self.on_cuda and getattr(self.cfg, "gpu_channels_last", False):
+            model.to(memory_format=torch.channels_last)
+        return model
+
     # -- scoring --------------------------------------------------------------------------------
     def prepare(self, ctx: VideoContext, spans: list[Span]) -> None:
         """Compute (and cache) whatever ``score`` needs for these spans, batched."""
 
     def score(self, ctx: VideoContext, span: Span) -> float:
         raise NotImplementedError
+
+    def clip_details(self, ctx: VideoContext, span: Span) -> dict | None:
+        """What the clip's score is made of (per-frame or per-pair values from the caches), written into the
+        clip's entry of the JSON for whoever debugs a score; None when the dimension has nothing to add."""
+        return None
 
     def keeps(self, ctx: VideoContext, span: Span) -> bool:
         """Whether this clip counts towards a window's score (VBench-Long's static filter says no to some)."""
@@ -169,6 +196,15 @@ class Metric:
         return sorted({i for i in idx if i not in c})
 
 
+def gpu_autocast(cfg, device):
+    import contextlib
+
+    mode = getattr(cfg, "gpu_autocast", None)
+    if not mode or not str(device).startswith("cuda"):
+        return contextlib.nullcontext()
+    return torch.autocast("cuda", dtype=torch.bfloat16 if mode == "bf16" else torch.float16)
+
+
 def batched(seq: list, n: int):
     for i in range(0, len(seq), n):
         yield seq[i : i + n]
@@ -178,8 +214,25 @@ def consistency(features: torch.Tensor) -> tuple[float, int]:
     """VBench's subject/background formula on L2-normalised features [N, D].
 
     s_i = (max(0, cos(f_{i-1}, f_i)) + max(0, cos(f_0, f_i))) / 2 for i >= 1; returns (Σ s_i, N - 1).
-    Per-pair cosines are taken one row at a time, as VBench does, so the float32 sums match.
+    Every cosine in two tensor operations; the sum is taken in the same order and precision (Python floats)
+    as ``consistency_reference`` (VBench's loop), which it equals to float32 rounding (tests).
     """
+    import torch.nn.functional as F
+
+    n = len(features)
+    if n < 2:
+        return 0.0, n - 1
+    cur = features[1:]
+    pre = F.cosine_similarity(features[:-1], cur).clamp_min(0).tolist()
+    fir = F.cosine_similarity(features[:1].expand_as(cur), cur).clamp_min(0).tolist()
+    total = 0.0
+    for a, b in zip(pre, fir, strict=True):
+        total += (a + b) / 2
+    return total, n - 1
+
+
+def consistency_reference(features: torch.Tensor) -> tuple[float, int]:
+    """``consistency`` as VBench computes it: per-pair cosines one row at a time."""
     import torch.nn.functional as F
 
     total = 0.0

@@ -17,11 +17,39 @@ import torch.nn.functional as F
 from .. import protocol
 from ..protocol import Span
 from ..specs import SPECS
-from .base import Metric, VideoContext, batched, consistency
+from .base import Metric, VideoContext, batched, consistency, gpu_autocast
 
 
 @functools.lru_cache(maxsize=4)
 def load_clip(path: str, device: str, fp16_on_cuda: bool = True):
+    """The model ``load_clip_reference`` gives (same weights, same dtypes), built without the random
+    initialisation that the checkpoint then overwrites (``fastload``); falls back to the reference loader
+    on anything unexpected. Kept loaded for the process."""
+    import clip
+
+    from ..fastload import load_into, meta_params
+
+    try:
+        try:
+            sd = torch.jit.load(path, map_location="cpu").state_dict()
+        except RuntimeError:  # a plain state dict
+            sd = torch.load(path, map_location="cpu")
+        orig = clip.model.CLIP.load_state_dict
+        # build_model (clip's own: architecture from the state dict, fp16 conversion) then loads the weights
+        clip.model.CLIP.load_state_dict = lambda self, s, strict=True: load_into(self, s)
+        try:
+            with meta_params():
+                model = clip.model.build_model(dict(sd)).to(device)
+        finally:
+            clip.model.CLIP.load_state_dict = orig
+    except Exception:
+        return load_clip_reference(path, device, fp16_on_cuda)
+    if str(device) == "cpu" or not fp16_on_cuda:
+        model.float()  # clip.load does this on CPU
+    return model.eval()
+
+
+def load_clip_reference(path: str, device: str, fp16_on_cuda: bool = True):
     """``clip.load`` on a local file (TorchScript archive as OpenAI ships it, or a plain state dict)."""
     import clip
 
@@ -43,13 +71,13 @@ def _transform():
     return clip_transform(224)
 
 
-def encode_frames(model, ctx: VideoContext, key: str, idx, batch_size: int, device: str) -> None:
+def encode_frames(model, ctx: VideoContext, key: str, idx, batch_size: int, device: str, cfg=None) -> None:
     """Cache L2-normalised CLIP image embeddings of frames ``idx`` under ``ctx.cache[key]``."""
     todo = [i for i in sorted(set(idx)) if i not in ctx.cache.setdefault(key, {})]
     tf = _transform()
     for b in batched(todo, batch_size):
         x = tf(ctx.float_tchw(b)).to(device)
-        with torch.no_grad():
+        with torch.no_grad(), gpu_autocast(cfg, device):
             f = model.encode_image(x)
         for i, row in zip(b, f, strict=True):
             ctx.cache[key][i] = row
@@ -65,7 +93,7 @@ class BackgroundConsistency(Metric):
 
     def prepare(self, ctx: VideoContext, spans: list[Span]) -> None:
         encode_frames(self.model, ctx, self.key, {i for s in spans for i in range(s.start, s.end)},
-                      self.cfg.batch_size, self.device)
+                      self.cfg.batch_size, self.device, self.cfg)
 
     def features(self, ctx: VideoContext, idx) -> torch.Tensor:
         return F.normalize(torch.stack([ctx.cache[self.key][i] for i in idx]), dim=-1, p=2)
@@ -92,8 +120,9 @@ class AestheticQuality(Metric):
         tf = _transform()
         for b in batched(todo, self.cfg.batch_size):
             x = tf(ctx.float_tchw(b)).to(self.device)
-            with torch.no_grad():
+            with torch.no_grad(), self.amp():
                 f = F.normalize(self.model.encode_image(x).to(torch.float32), dim=-1, p=2)
+            with torch.no_grad():
                 s = self.head(f).squeeze(dim=-1)
             for i, v in zip(b, s, strict=True):
                 ctx.cache[key][i] = v
@@ -102,6 +131,10 @@ class AestheticQuality(Metric):
         self.check_span(span)
         s = torch.stack([ctx.cache["aesthetic"][i] for i in range(span.start, span.end)]) / 10
         return float(torch.mean(s, dim=0))
+
+    def clip_details(self, ctx: VideoContext, span: Span) -> dict:
+        """LAION head output / 10 for every frame of the clip, in frame order."""
+        return {"frame_aesthetic": [float(ctx.cache["aesthetic"][i]) / 10 for i in range(span.start, span.end)]}
 
 
 class ClipScore(Metric):
@@ -127,7 +160,7 @@ class ClipScore(Metric):
 
     def prepare(self, ctx: VideoContext, spans: list[Span]) -> None:
         idx = {i for s in spans for i in protocol.middle_indices(s.start, s.end, 8)}
-        encode_frames(self.model, ctx, self.key, idx, self.cfg.batch_size, self.device)
+        encode_frames(self.model, ctx, self.key, idx, self.cfg.batch_size, self.device, self.cfg)
 
     def score(self, ctx: VideoContext, span: Span) -> float:
         self.check_span(span)

@@ -17,7 +17,7 @@ import torch
 
 from ..protocol import Span
 from ..specs import SPECS
-from .base import Metric, MetricInputError, VideoContext, batched
+from .base import Metric, MetricInputError, VideoContext, batched, gpu_autocast
 
 
 def sample_indices(span: Span, fps: float) -> list[int]:
@@ -47,9 +47,41 @@ def top_means(flow: torch.Tensor, fractions: tuple[float, ...]) -> list[float]:
     return [float(np.mean(desc[: int(h * w * fr)])) for fr in fractions]
 
 
-def raft_pairs(vb, ctx: VideoContext, pairs, device: str, batch: int = 4) -> None:
+def raft_test_flow(model, fmap1: torch.Tensor, fmap2: torch.Tensor, cnet: torch.Tensor,
+                   iters: int = 20) -> torch.Tensor:
+    """The full-resolution flow RAFT's ``forward(..., test_mode=True)`` returns, from the feature maps of
+    the two frames (``model.fnet``) and the context features of the first (``model.cnet``).
+
+    The same operations on the same values, minus what test mode throws away: the upsampling mask and the
+    convex upsampling are computed for the last iteration only (``forward`` computes them in every
+    iteration and returns the last); per-frame encoder features come in, so a frame shared by two pairs is
+    encoded once. (vbench's RAFT runs with ``mixed_precision=False``: its autocast blocks are no-ops.)"""
+    from vbench.third_party.RAFT.core.corr import CorrBlock
+
+    hdim, cdim = model.hidden_dim, model.context_dim
+    corr_fn = CorrBlock(fmap1.float(), fmap2.float(), radius=model.args.corr_radius)
+    net, inp = torch.split(cnet, [hdim, cdim], dim=1)
+    net, inp = torch.tanh(net), torch.relu(inp)
+    n, _, h8, w8 = fmap1.shape
+    coords0, coords1 = model.initialize_flow(torch.empty(n, 3, 8 * h8, 8 * w8, device=fmap1.device))
+    ub = model.update_block
+    for _ in range(iters):
+        corr = corr_fn(coords1)
+        flow = coords1 - coords0
+        motion = ub.encoder(flow, corr)
+        net = ub.gru(net, torch.cat([inp, motion], dim=1))
+        coords1 = coords1 + ub.flow_head(net)
+    mask = 0.25 * ub.mask(net)
+    return model.upsample_flow(coords1 - coords0, mask)
+
+
+def raft_pairs(vb, ctx: VideoContext, pairs, device: str, batch: int = 4, fast: bool = True, cfg=None) -> None:
     """Run RAFT (20 iterations, test mode, frames padded to /8 as VBench pads them) on every ordered pair
-    not cached yet; cache ``{"top5": ..., "top2": ...}`` per pair in ``ctx.cache["raft"]``."""
+    not cached yet; cache ``{"top5": ..., "top2": ...}`` per pair in ``ctx.cache["raft"]``.
+
+    ``fast`` (default): ``raft_test_flow`` with each frame's feature map computed once per batch of pairs
+    (consecutive pairs share a frame); ``fast=False``: RAFT's own ``forward`` per batch of pairs (the
+    reference; the two agree to float rounding, tests)."""
     from vbench.third_party.RAFT.core.utils_core.utils import InputPadder
 
     cache = ctx.cache.setdefault("raft", {})
@@ -58,12 +90,32 @@ def raft_pairs(vb, ctx: VideoContext, pairs, device: str, batch: int = 4) -> Non
         return
     h, w = ctx.hw
     padder = InputPadder((1, 3, h, w))
+    model = vb.model.module if hasattr(vb.model, "module") else vb.model
+    kept: dict[int, torch.Tensor] = {}  # feature maps of frames the previous batch encoded
+    cl = str(device).startswith("cuda") and getattr(cfg, "gpu_channels_last", False)
+    layout = (lambda x: x.contiguous(memory_format=torch.channels_last)) if cl else (lambda x: x)  # noqa: E731
+    if cl:
+        model.to(memory_format=torch.channels_last)
     for b in batched(todo, batch):
-        x0 = ctx.float_tchw([i for i, _ in b]).to(device)
-        x1 = ctx.float_tchw([j for _, j in b]).to(device)
-        x0, x1 = padder.pad(x0, x1)
-        with torch.no_grad():
-            _, flow = vb.model(x0, x1, iters=20, test_mode=True)
+        with torch.no_grad(), gpu_autocast(cfg, device):
+            if fast:
+                frames = sorted({i for p in b for i in p})
+                new = [i for i in frames if i not in kept]
+                fmaps = dict(kept)
+                if new:
+                    x = padder.pad(ctx.float_tchw(new).to(device))[0]
+                    x = layout((2 * (x / 255.0) - 1.0).contiguous())
+                    fmaps.update(zip(new, model.fnet(x).float(), strict=True))
+                x0 = padder.pad(ctx.float_tchw([i for i, _ in b]).to(device))[0]
+                cnet = model.cnet(layout((2 * (x0 / 255.0) - 1.0).contiguous())).float()
+                flow = raft_test_flow(model, torch.stack([fmaps[i] for i, _ in b]),
+                                      torch.stack([fmaps[j] for _, j in b]), cnet)
+                kept = {i: fmaps[i] for i in (max(b[-1]),)}
+            else:
+                x0 = ctx.float_tchw([i for i, _ in b]).to(device)
+                x1 = ctx.float_tchw([j for _, j in b]).to(device)
+                x0, x1 = padder.pad(x0, x1)
+                _, flow = vb.model(x0, x1, iters=20, test_mode=True)
         for k, p in enumerate(b):
             top5, top2 = top_means(flow[k], (0.05, 0.02))
             cache[p] = {"top5": top5, "top2": top2}
@@ -81,11 +133,20 @@ class DynamicDegree(Metric):
         for s in spans:
             idx = sample_indices(s, ctx.fps)
             pairs |= set(zip(idx[:-1], idx[1:], strict=True))
-        raft_pairs(self.vb, ctx, pairs, self.device)
+        raft_pairs(self.vb, ctx, pairs, self.device, cfg=self.cfg)
 
     def pair_scores(self, ctx: VideoContext, span: Span) -> list[float]:
         idx = sample_indices(span, ctx.fps)
         return [ctx.cache["raft"][p]["top5"] for p in zip(idx[:-1], idx[1:], strict=True)]
+
+    def clip_details(self, ctx: VideoContext, span: Span) -> dict:
+        """Per sampled pair: the two frame indices, its top-5 % mean flow magnitude (px), and the threshold
+        and count VBench's rule compares them with."""
+        idx = sample_indices(span, ctx.fps)
+        pairs = list(zip(idx[:-1], idx[1:], strict=True))
+        self.vb.set_params(frame=torch.empty(1, 3, *ctx.hw), count=len(idx))
+        return {"flow_pairs": [list(p) for p in pairs], "flow_top5": [ctx.cache["raft"][p]["top5"] for p in pairs],
+                "flow_threshold": float(self.vb.params["thres"]), "flow_count_needed": int(self.vb.params["count_num"])}
 
     def score(self, ctx: VideoContext, span: Span) -> float:
         self.check_span(span)

@@ -27,6 +27,7 @@ class MotionSmoothness(Metric):
 
         amt_cfg = str(Path(vbench.__file__).parent / "third_party/amt/cfgs/AMT-S.yaml")
         self.vb = VBenchMS(amt_cfg, str(files["amt_s"]), device)  # loads the network as vbench does
+        self.conv_net(self.vb.model)
 
     def _scale(self, h: int, w: int) -> float:
         vb = self.vb  # VBench's memory-based rescaling rule (scale 1 on CPU and on large GPUs)
@@ -50,15 +51,20 @@ class MotionSmoothness(Metric):
         for b in batched(todo, 4):
             x0 = torch.cat([img2tensor(ctx.frame(i).numpy()) for i in b]).to(self.device)
             x1 = torch.cat([img2tensor(ctx.frame(i + 2).numpy()) for i in b]).to(self.device)
-            x0, x1 = padder.pad(x0, x1)
+            x0, x1 = (self.channels_last(x) for x in padder.pad(x0, x1))
             embt = self.vb.embt.expand(len(b), 1, 1, 1)
-            with torch.no_grad():
+            with torch.no_grad(), self.amp():
                 pred = self.vb.model(x0, x1, embt, scale_factor=scale, eval=True)["imgt_pred"]
-            pred = padder.unpad(pred.cpu())
+            pred = padder.unpad(pred.float().cpu())
             for k, i in enumerate(b):
                 img = tensor2img(pred[k : k + 1])
                 real = ctx.frame(i + 1).numpy()
                 ctx.cache["amt"][i] = float(np.mean(np.abs(real.astype(np.int16) - img.astype(np.int16))))
+
+    def clip_details(self, ctx: VideoContext, span: Span) -> dict:
+        """Per interpolated (odd) frame: its index and mean |real - AMT interpolation| in 0-255 units."""
+        idx = self._pairs(span)
+        return {"amt_frames": [i + 1 for i in idx], "amt_abs_error": [ctx.cache["amt"][i] for i in idx]}
 
     def score(self, ctx: VideoContext, span: Span) -> float:
         self.check_span(span)

@@ -3,6 +3,7 @@ against the prompt's text embedding; cosine of the two L2-normalised vectors."""
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import torch
@@ -14,16 +15,43 @@ from ..vbench_compat import quiet_viclip_import
 from .base import Metric, VideoContext
 
 
+@functools.lru_cache(maxsize=2)
+def load_viclip(weights: str, bpe: str, device: str):
+    """(tokenizer, ViCLIP in eval mode) with ``weights``, kept loaded for the process. Built without the
+    random initialisation the checkpoint overwrites (``fastload``): the same weights as
+    ``load_viclip_reference``, which it falls back to on anything unexpected."""
+    ViCLIP = quiet_viclip_import()
+    from vbench.third_party.ViCLIP.simple_tokenizer import SimpleTokenizer
+
+    from ..fastload import load_into, meta_params
+
+    tokenizer = SimpleTokenizer(bpe)
+    try:
+        sd = torch.load(weights, map_location="cpu")["model"]  # what ViCLIP's constructor loads (strict)
+        with meta_params():
+            model = ViCLIP(tokenizer=tokenizer, pretrain=None)
+        model = load_into(model, sd)
+        model.is_pretrain = weights
+    except Exception:
+        return load_viclip_reference(weights, bpe, device)
+    return tokenizer, model.to(device).eval()
+
+
+def load_viclip_reference(weights: str, bpe: str, device: str):
+    """ViCLIP as vbench builds it (the constructor loads ``weights``), in eval mode."""
+    ViCLIP = quiet_viclip_import()
+    from vbench.third_party.ViCLIP.simple_tokenizer import SimpleTokenizer
+
+    tokenizer = SimpleTokenizer(bpe)
+    return tokenizer, ViCLIP(tokenizer=tokenizer, pretrain=weights).to(device).eval()
+
+
 class OverallConsistency(Metric):
     spec = SPECS["overall_consistency"]
 
     def __init__(self, files: dict[str, Path], device: str, cfg):
         super().__init__(files, device, cfg)
-        ViCLIP = quiet_viclip_import()
-        from vbench.third_party.ViCLIP.simple_tokenizer import SimpleTokenizer
-
-        self.tokenizer = SimpleTokenizer(str(files["viclip_bpe"]))
-        self.model = ViCLIP(tokenizer=self.tokenizer, pretrain=str(files["viclip"])).to(device).eval()
+        self.tokenizer, self.model = load_viclip(str(files["viclip"]), str(files["viclip_bpe"]), device)
         self._text: dict[str, torch.Tensor] = {}
 
     def text_features(self, prompt: str) -> torch.Tensor:
@@ -44,7 +72,7 @@ class OverallConsistency(Metric):
                 continue
             # vbench resizes the uint8 frames (read_frames_decord_by_fps), then divides by 255
             x = tf(ctx.take(idx).permute(0, 3, 1, 2)).to(self.device)
-            with torch.no_grad():
+            with torch.no_grad(), self.amp():
                 f = self.model.encode_vision(x.unsqueeze(0), test=True).float()
             cache[idx] = f / f.norm(dim=-1, keepdim=True)
 

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 
 from ..protocol import Span
 from ..specs import SPECS
-from ..weight_files import default_cache_dir
+from ..weight_files import dino_backend
 from .base import Metric, VideoContext, batched, consistency
 
 
@@ -28,13 +28,21 @@ class TimmDino(torch.nn.Module):
     blocks, norm, CLS output. Default: DINO ViT-B/16; ``arch="vit_base_patch14_dinov2"`` for DINOv2 ViT-B/14
     (its released state dict has the same keys, plus an unused ``mask_token``)."""
 
-    def __init__(self, state_dict: dict, arch: str = "vit_base_patch16_224"):
+    def __init__(self, state_dict: dict, arch: str = "vit_base_patch16_224", fast: bool = True):
         super().__init__()
         import timm
 
-        self.vit = timm.create_model(arch, pretrained=False, num_classes=0)
+        from ..fastload import load_into, meta_params
+
+        sd = {k: v for k, v in state_dict.items() if k != "mask_token"}
+        if fast:  # no random initialisation for the checkpoint to overwrite; same weights (tests)
+            with meta_params():
+                self.vit = timm.create_model(arch, pretrained=False, num_classes=0)
+            load_into(self.vit, sd)
+        else:
+            self.vit = timm.create_model(arch, pretrained=False, num_classes=0)
+            self.vit.load_state_dict(sd, strict=True)
         self.patch = self.vit.patch_embed.proj.kernel_size[0]
-        self.vit.load_state_dict({k: v for k, v in state_dict.items() if k != "mask_token"}, strict=True)
         for blk in self.vit.blocks:  # explicit softmax(QK^T)V, as DINO computes it
             blk.attn.fused_attn = False
 
@@ -60,13 +68,23 @@ class TimmDino(torch.nn.Module):
 
 
 @functools.lru_cache(maxsize=2)
-def load_dino(weights: str, repo: str | None, device: str) -> torch.nn.Module:
+def load_dino(weights: str, repo: str | None, device: str, fast: bool = True) -> torch.nn.Module:
+    """DINO ViT-B/16 with ``weights``, kept loaded for the process: from the facebookresearch/dino clone
+    ``repo`` as vbench builds it, else timm's. ``fast``: parameters are not randomly initialised before the
+    checkpoint replaces them (``fastload``; same weights, tests); ``fast=False`` is the plain construction."""
+    from ..fastload import load_into, meta_params
+
     sd = torch.load(weights, map_location="cpu")
     if repo:
-        model = torch.hub.load(repo, "dino_vitb16", source="local", pretrained=False)
-        model.load_state_dict(sd, strict=True)
+        if fast:
+            with meta_params():
+                model = torch.hub.load(repo, "dino_vitb16", source="local", pretrained=False)
+            load_into(model, sd)
+        else:
+            model = torch.hub.load(repo, "dino_vitb16", source="local", pretrained=False)
+            model.load_state_dict(sd, strict=True)
     else:
-        model = TimmDino(sd)
+        model = TimmDino(sd, fast=fast)
     return model.to(device).eval()
 
 
@@ -94,12 +112,7 @@ class SubjectConsistency(Metric):
 
     def __init__(self, files: dict[str, Path], device: str, cfg):
         super().__init__(files, device, cfg)
-        repo = cfg.weights.get("dino_repo")
-        if repo is None:
-            base = Path(cfg.cache_dir).expanduser() if cfg.cache_dir else default_cache_dir()
-            cand = base / "dino_model" / "facebookresearch_dino_main"
-            repo = str(cand) if (cand / "hubconf.py").is_file() else None
-        self.backend = "dino_repo" if repo else "timm"
+        self.backend, repo = dino_backend(cfg.cache_dir, cfg.weights)
         self.model = load_dino(str(files["dino_vitb16"]), repo, device)
 
     def prepare(self, ctx: VideoContext, spans: list[Span]) -> None:
@@ -109,8 +122,8 @@ class SubjectConsistency(Metric):
         todo = self._missing(ctx, "dino", {i for s in spans for i in range(s.start, s.end)})
         for b in batched(todo, self.cfg.batch_size):
             x = tf(ctx.float_tchw(b)).to(self.device)
-            with torch.no_grad():
-                f = F.normalize(self.model(x), dim=-1, p=2)
+            with torch.no_grad(), self.amp():
+                f = F.normalize(self.model(x).float(), dim=-1, p=2)
             for i, row in zip(b, f, strict=True):
                 ctx.cache["dino"][i] = row
 

@@ -1,0 +1,80 @@
+"""Vectorised paths against the loops they replace (each loop is VBench's formulation, kept as reference)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from metrics_helpers import synthetic_frames
+
+from deepforcing.metrics.dims.base import VideoContext, consistency, consistency_reference
+from deepforcing.metrics.dims.flicker import flicker_mae_reference, flicker_maes
+
+
+def test_flicker_maes_equal_the_pairwise_reference():
+    frames = torch.from_numpy(synthetic_frames(40, 64, 80, 0, speed=7))
+    ctx = VideoContext(frames[:17], 8)
+    ctx.append(frames[17:])  # two chunks: pairs across the chunk boundary too
+    todo = [0, 1, 2, 5, 6, 15, 16, 17, 18] + list(range(20, 39))  # gaps, and runs longer than one chunk
+    got: dict = {}
+    flicker_maes(ctx, todo, got, chunk=8)
+    assert sorted(got) == todo
+    for i in todo:
+        assert got[i] == flicker_mae_reference(ctx, i), i
+
+
+def test_consistency_equals_the_row_by_row_reference():
+    g = torch.Generator().manual_seed(0)
+    for n, d in [(2, 8), (17, 512), (160, 768)]:
+        f = F.normalize(torch.randn(n, d, generator=g) + 0.3 * torch.randn(1, d, generator=g), dim=-1)
+        f[n // 2] = -f[n // 2]  # negative cosines are clamped at 0
+        total, pairs = consistency(f)
+        ref_total, ref_pairs = consistency_reference(f)
+        assert pairs == ref_pairs == n - 1
+        assert abs(total / pairs - ref_total / ref_pairs) <= 1e-7, (n, total, ref_total)
+    assert consistency(f[:1]) == (0.0, 0)
+
+
+def test_raft_shared_features_equal_raft_forward(random_weights):
+    """Per-frame encoder features shared by consecutive pairs and the upsampling done once: the same pair
+    scores as RAFT's own forward (VBench's call), to float rounding."""
+    from deepforcing.metrics.dims.dynamic import load_raft, raft_pairs
+    from deepforcing.metrics.dims.flicker import static_pairs
+    from deepforcing.metrics.protocol import Span
+
+    vb = load_raft(str(random_weights.path("raft_things")), "cpu")
+    frames = torch.from_numpy(synthetic_frames(9, 128, 160, 3, speed=9))
+    pairs = [(i, i + 1) for i in range(8)] + static_pairs(Span(0, 9))[-2:] + [(0, 2), (2, 4)]
+    fast, ref = VideoContext(frames, 8), VideoContext(frames, 8)
+    raft_pairs(vb, fast, pairs, "cpu")
+    raft_pairs(vb, ref, pairs, "cpu", fast=False)
+    assert set(fast.cache["raft"]) == set(ref.cache["raft"]) == set(pairs)
+    worst = 0.0
+    for p in pairs:
+        for k in ("top5", "top2"):
+            a, b = fast.cache["raft"][p][k], ref.cache["raft"][p][k]
+            worst = max(worst, abs(a - b) / max(1.0, abs(b)))
+    print("largest relative difference", worst)
+    assert worst <= 1e-5
+
+
+def test_gpu_options_leave_the_cpu_path_alone(random_weights, tmp_path):
+    """gpu_autocast / gpu_channels_last act on a GPU only: on the CPU the numbers are the fp32 path's."""
+    import pytest
+
+    from deepforcing.errors import ConfigError
+    from deepforcing.metrics.config import ClipProtocol, DriftConfig, EvalConfig
+    from deepforcing.metrics.scorer import Scorer
+    from deepforcing.metrics.video import write_lossless
+
+    with pytest.raises(ConfigError, match="gpu_autocast"):
+        EvalConfig(gpu_autocast="int8")
+    dims = ("background_consistency", "imaging_quality", "dynamic_degree")
+    v = str(write_lossless(tmp_path / "v.mp4", synthetic_frames(6, 128, 144, 2, speed=9), 8))
+    weights = {k: str(p) for d in dims for k, p in random_weights.files(d).items()}
+    scores = []
+    for opts in ({}, {"gpu_autocast": "bf16", "gpu_channels_last": True}):
+        sc = Scorer(EvalConfig(dimensions=dims, device="cpu", weights=weights, clips=ClipProtocol(enabled=False),
+                               drift=DriftConfig(enabled=False), progress=False, **opts))
+        r = sc.score_file(v)
+        scores.append([r.score(d) for d in dims])
+    assert None not in scores[0] and scores[0] == scores[1]

@@ -7,6 +7,9 @@ were loaded from, so a sweep loads each once.
 
 from __future__ import annotations
 
+import functools
+import hashlib
+
 import os
 import time
 from collections.abc import Callable
@@ -29,6 +32,27 @@ from deepforcing.video import VideoWriter
 
 SCORING_FIELDS = ("metrics", "segment_seconds", "clips")
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+@functools.lru_cache(maxsize=16)
+def _digest_of(path: str, size: int, mtime_ns: int) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _file_digest(path: Path) -> str | None:
+    """sha256 of a checkpoint file, or of the weight files of a checkpoint folder together; None if
+    there are none."""
+    files = [path] if path.is_file() else []
+    if path.is_dir():
+        files = sorted(path.glob("*.safetensors")) or sorted(path.glob("*.pt")) or sorted(path.glob("*.pth"))
+    if not files:
+        return None
+    digests = [_digest_of(str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in files]
+    return digests[0] if len(digests) == 1 else hashlib.sha256("".join(digests).encode()).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -77,6 +101,14 @@ class ModelSpec:
         from deepforcing.model_files import TOY_CHECKPOINT
 
         return Path(self.checkpoint).expanduser() if self.checkpoint else TOY_CHECKPOINT
+
+    def identity(self) -> dict:
+        """What the point key needs beyond the settings: the toy checkpoint's content digest (it ships
+        with the package and changes when it is retrained, at the same path). Real checkpoints are
+        gigabytes under user paths; their identity stays their path."""
+        if self.kind != "toy":
+            return {}
+        return {"weights_sha256": _file_digest(self.toy_checkpoint())}
 
     def check_files(self) -> None:
         """One WeightsError listing every missing file (and where to get it), before anything loads."""
@@ -177,6 +209,7 @@ class PointConfig:
         d = self.semantic()
         for k in SCORING_FIELDS:
             d.pop(k)
+        d["model"].update(self.model.identity())
         return d
 
     def scoring(self) -> dict:

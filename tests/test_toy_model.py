@@ -77,3 +77,27 @@ def test_a_toy_point_stores_the_toy_metrics_per_segment(runtime, tmp_path):
     for m in point.metrics:
         assert summary[m] is not None, m
     assert 0 <= summary["toy_object_count"] <= 1 and summary["toy_sharpness"] > 0.5
+
+
+def test_a_retrained_toy_checkpoint_at_the_same_path_is_a_new_point(tmp_path):
+    """The toy checkpoint ships with the package and is replaced in place when retrained: the point key
+    follows its content, so a store never reports stale videos as up to date."""
+    import shutil
+
+    from deepforcing.model_files import TOY_CHECKPOINT
+    from deepforcing.store import point_key
+
+    ck = tmp_path / "toy"
+    shutil.copytree(TOY_CHECKPOINT, ck)
+    point = PointConfig(model=ModelSpec(kind="toy", config="toy", checkpoint=str(ck), device="cpu"),
+                        method="rolling_window", prompts=(Scene(HELDOUT_SEED_BASE).prompt,))
+    packaged = PointConfig(model=SPEC, method="rolling_window", prompts=point.prompts)
+    before = point_key(point.generation())
+    assert point.generation()["model"]["weights_sha256"] == packaged.generation()["model"]["weights_sha256"]
+    weights = ck / "diffusion_pytorch_model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 1  # one bit of one weight
+    weights.write_bytes(bytes(data))
+    assert point_key(point.generation()) != before
+    tiny = PointConfig(model=ModelSpec(), method="rolling_window", prompts=("a cat",))
+    assert "weights_sha256" not in tiny.generation()["model"]

@@ -76,11 +76,30 @@ def test_dino_timm_same_as_plain_construction(random_weights):
     same_state(load_dinov2.__wrapped__(p2, "cpu"), TimmDino(sd, "vit_base_patch14_dinov2", fast=False))
 
 
-@pytest.mark.skipif(not os.environ.get("DEEPFORCING_DINO_REPO"), reason="needs a facebookresearch/dino clone")
-def test_dino_repo_same_as_plain_construction(random_weights):
+HUBCONF = """
+import timm
+
+def dino_vitb16(pretrained=False, **kwargs):
+    return timm.create_model("vit_base_patch16_224", pretrained=False, num_classes=0)
+"""
+
+
+def dino_repo(tmp_path) -> str:
+    """A torch.hub repository folder whose ``dino_vitb16`` entry builds a ViT-B/16 with DINO's parameter
+    names (timm's), standing in for a facebookresearch/dino clone: ``DEEPFORCING_DINO_REPO`` when set,
+    else this folder (the loading path under test is torch.hub's local source, not DINO's code)."""
+    if os.environ.get("DEEPFORCING_DINO_REPO"):
+        return os.environ["DEEPFORCING_DINO_REPO"]
+    repo = tmp_path / "dino_hub"
+    repo.mkdir()
+    (repo / "hubconf.py").write_text(HUBCONF)
+    return str(repo)
+
+
+def test_dino_repo_same_as_plain_construction(random_weights, tmp_path):
     from deepforcing.metrics.dims.subject import load_dino
 
-    p, repo = str(random_weights.path("dino_vitb16")), os.environ["DEEPFORCING_DINO_REPO"]
+    p, repo = str(random_weights.path("dino_vitb16")), dino_repo(tmp_path)
     same_state(load_dino.__wrapped__(p, repo, "cpu"), load_dino.__wrapped__(p, repo, "cpu", fast=False))
 
 

@@ -11,8 +11,8 @@ import torch
 from deepforcing.loading import load_generator
 from deepforcing.model import CausalWan, MaskedAttention, Rope3D, TokenPositions, preset
 from deepforcing.toyworld.train import (
-    BlockCausalAttention,
     Batches,
+    BlockCausalAttention,
     TeacherForcingAttention,
     TrainConfig,
     block_causal_mask,

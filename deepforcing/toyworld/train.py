@@ -176,7 +176,8 @@ class Batches:
         noise = torch.randn(x0.shape, generator=gen)
         s = sigma[..., None, None, None]
         return {"x0": x0, "noise": noise, "xt": (1 - s) * x0 + s * noise, "sigma": sigma,
-                "scored": (sigma > 0).float(), "weight": weight, "context": self.text.encode([sc.prompt for sc in scenes])}
+                "scored": (sigma > 0).float(), "weight": weight,
+                "context": self.text.encode([sc.prompt for sc in scenes])}
 
 
 def flow_loss(model: CausalWan, batch: dict, attn, teacher_forcing: bool = False,

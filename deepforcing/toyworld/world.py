@@ -5,7 +5,8 @@ colour of the palette (no two objects share a colour, so a colour names one obje
 the scene's speed class in a random direction; objects move in straight lines and bounce off the borders
 (they pass over each other; later objects are drawn on top). The k-th object the prompt names starts at
 the k-th of :data:`START_PLACES`, so the first frame is what the prompt says and only the motion is left
-to chance (with random start places a model of CPU size spends its training on where objects might be). Frames are ``size x size`` RGB at ``FPS``.
+to chance (with random start places a model of CPU size spends its training on where objects might be).
+Frames are ``size x size`` RGB at ``FPS``.
 
 Everything a frame shows comes from :data:`PALETTE` and :data:`BACKGROUNDS`, drawn with hard edges, so
 the world's rules can read any decoded frame back (:mod:`deepforcing.toyworld.rules`).

@@ -8,12 +8,14 @@ Each row runs in its own process (so peak RSS is its own), repetitions interleav
 the process CPU time of each chunk after the window is full (robust on a shared machine; with one thread
 it equals wall time on an idle one); per repetition the mean over those chunks, then min and median
 over repetitions; ``probe %`` is the attention probe's share of the whole rollout's CPU time (worst
-repetition). The last chunk is not timed: FLOPs are counted on it (matmuls through
-torch.utils.flop_counter, SDPA as 4*B*H*Lq*Lk*D). ``--reference PATH`` imports guandeh17/Self-Forcing's
-``CausalInferencePipeline`` from a checkout at PATH (never copied here; benchmarks/reference_self_forcing.py
-says what is adapted) and runs it on the same weights, config and noise: its rows are the reference for
-rolling window and sink, and ``max rel diff`` checks that the outputs agree. Without it, every policy is
-compared with our rolling window. Weights are random: speed does not depend on their values.
+repetition). The chunks before the window is full are warm-up (and, with ``--compile``, where
+torch.compile builds its graphs: a graph built later is an error, so compile time is never timed). The last
+chunk is not timed: FLOPs are counted on it (matmuls through torch.utils.flop_counter, SDPA as
+4*B*H*Lq*Lk*D). ``--reference PATH`` imports guandeh17/Self-Forcing's ``CausalInferencePipeline`` from a
+checkout at PATH (never copied here; benchmarks/reference_self_forcing.py says what is adapted) and runs it
+on the same weights, config and noise: its rows are the reference for rolling window and sink, and ``max rel
+diff`` checks that the outputs agree (above ``--tol`` the row says FAIL and the exit status is 1). Without
+it, every policy is compared with our rolling window. Weights are random: speed does not depend on their values.
 
 Configs: ``tiny`` (dim 32, 2 heads, 2 layers at the real 60x104 latent), ``mid`` (dim 256, 4 heads,
 4 layers, latent 20x36), ``full`` (Wan2.1-1.3B; needs CUDA).
@@ -103,13 +105,24 @@ def worker(spec: dict) -> dict:
         if device.type == "cuda":
             torch.cuda.synchronize()
 
+    first_full = -(-spec["window"] // cf)  # the first chunk that evicts: timed are first_full .. chunks - 2
+    compiled_graphs: list[int] = []  # torch.compile graphs so far, when the timed chunks start and end
+
+    def graphs() -> int:
+        from torch._dynamo.utils import counters
+
+        return counters["stats"]["unique_graphs"]
+
     def chunk_done():
         sync()
         stamps.append(time.process_time() if device.type == "cpu" else time.perf_counter())
-        if len(stamps) == chunks - 1:  # count the last chunk
+        done = len(stamps) - 1  # chunks finished (stamps[0] is the start)
+        if done in (first_full, chunks - 1):
+            compiled_graphs.append(graphs())
+        if done == chunks - 1:  # count the last chunk, which is not timed
             F.scaled_dot_product_attention = sdpa_counted
             counter.__enter__()
-        elif len(stamps) == chunks:
+        elif done == chunks:
             counter.__exit__(None, None, None)
             F.scaled_dot_product_attention = sdpa_plain
 
@@ -153,13 +166,17 @@ def worker(spec: dict) -> dict:
         latents = engine.generate(model.text_state(text), policy, rc, callback=lambda _e: chunk_done())
         kv = engine._cache.nbytes()
     lat = [b - a for a, b in zip(stamps[:-1], stamps[1:], strict=True)]
-    first_full = -(-spec["window"] // cf)  # the first chunk that evicts
+    assert len(lat) == chunks, (len(lat), chunks)
     timed = lat[first_full:-1]
+    if compiled_graphs[1] != compiled_graphs[0]:  # the warm-up chunks must have compiled everything
+        raise RuntimeError(f"torch.compile built {compiled_graphs[1] - compiled_graphs[0]} graph(s) during the "
+                           "timed chunks: compile time would be timed")
     if spec.get("save"):
         torch.save(latents.float().cpu(), spec["save"])
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB -> MiB
     peak = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else rss
     return {"chunk_s": sum(timed) / len(timed), "timed_chunks": len(timed), "kv_bytes": kv,
+            "warmup_s": sum(lat[:first_full]), "graphs": compiled_graphs[0],
             "probe_share": probe_s[0] / (stamps[-1] - stamps[0]),
             "peak_mib": peak, "flops": flops[0] + counter.get_total_flops()}
 
@@ -198,7 +215,12 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--probe", choices=["off", "sampled", "both"], default="both",
                     help="our attention probe: off, sampled (the default AttentionProbe), or a row for each")
-    ap.add_argument("--compile", default=None, help="Engine(compile=...) for our rows: inductor, cudagraphs, ...")
+    ap.add_argument("--compile", default="none",
+                    help="Engine(compile=...) for our rows: none (eager), inductor, cudagraphs, ...; comma-separated "
+                    "for a row of each, e.g. none,inductor. Compiled in the warm-up chunks (before the window is "
+                    "full, never timed); a graph compiled during the timed chunks is an error")
+    ap.add_argument("--tol", type=float, default=1e-5,
+                    help="largest max rel diff of our output against the reference's (exit status 1 above it)")
     args = ap.parse_args()
     if args.worker:
         print(json.dumps(worker(json.loads(args.worker))))
@@ -211,15 +233,18 @@ def main() -> None:
     cf = args.chunk_frames
     frames = args.frames or (-(-args.window // cf) + 4) * cf
     base = dict(config=args.config, device=device, dtype=dtype, frames=frames, seed=0, chunk_frames=cf,
-                window=args.window, threads=args.threads, reference=args.reference, compile=args.compile)
+                window=args.window, threads=args.threads, reference=args.reference)
+    compiles = [None if c == "none" else c for c in args.compile.split(",")]
     probes = ["off", "sampled"] if args.probe == "both" else [args.probe]
     specs = []
     for row in args.rows.split(","):
         policy, settings, ref_sink = ROWS[row]
         if args.reference and ref_sink is not None:
             specs.append(dict(base, impl="ref", row=row, ref_sink=ref_sink, policy=None, settings=None, probe="-"))
-        for probe in probes:
-            specs.append(dict(base, impl="ours", row=row, policy=policy, settings=settings(args.window), probe=probe))
+        for comp in compiles:
+            for probe in probes:
+                specs.append(dict(base, impl="ours", row=row, policy=policy, settings=settings(args.window),
+                                  probe=probe, compile=comp))
     results: list[list[dict]] = [[] for _ in specs]
     tmp = Path(tempfile.mkdtemp(prefix="engine_bench_"))
     for rep in range(args.reps):  # interleaved: every row once per repetition
@@ -227,6 +252,7 @@ def main() -> None:
             save = str(tmp / f"{i}.pt") if rep == 0 else None
             results[i].append(spawn(dict(spec, save=save)))
             print(f"rep {rep} {spec['impl']:4s} {spec['row']:15s} probe={spec['probe']:7s} "
+                  f"compile={spec.get('compile') or '-':8s} "
                   f"{results[i][-1]['chunk_s']:.3f} s/chunk", file=sys.stderr, flush=True)
 
     def baseline(spec: dict) -> int:
@@ -235,11 +261,12 @@ def main() -> None:
             if s["impl"] == "ref" and s["row"] == spec["row"] and spec["impl"] == "ours":
                 return j
         for j, s in enumerate(specs):
-            if s["impl"] == "ours" and s["row"] == "rolling_window" and s["probe"] == spec["probe"]:
+            if (s["impl"] == "ours" and s["row"] == "rolling_window" and s["probe"] == spec["probe"]
+                    and s.get("compile") == spec.get("compile")):
                 return j
         return specs.index(spec)
 
-    rows = []
+    rows, mismatch = [], False
     for i, spec in enumerate(specs):
         med = statistics.median(r["chunk_s"] for r in results[i])
         j = baseline(spec)
@@ -248,10 +275,12 @@ def main() -> None:
         diff = "-"
         if same:
             a, b = torch.load(tmp / f"{i}.pt"), torch.load(tmp / f"{j}.pt")
-            diff = f"{float((a - b).abs().max() / b.abs().max()):.1e}"
+            rel = float((a - b).abs().max() / b.abs().max())
+            diff = f"{rel:.1e}" + ("" if rel <= args.tol else " FAIL")
+            mismatch |= not rel <= args.tol
         rows.append({
             "row": spec["row"], "impl": "Self-Forcing" if spec["impl"] == "ref" else "ours",
-            "probe": spec["probe"],
+            "probe": spec["probe"], "compile": "-" if spec["impl"] == "ref" else spec["compile"] or "eager",
             "s/chunk min": min(r["chunk_s"] for r in results[i]), "s/chunk median": med,
             "vs": "-" if j == i else ("reference" if specs[j]["impl"] == "ref" else "our rolling_window"),
             "ratio": med / base_med, "max rel diff": diff,
@@ -259,10 +288,21 @@ def main() -> None:
             "GFLOP/chunk": results[i][0]["flops"] / 1e9,
             "probe %": "-" if spec["impl"] == "ref" else f"{100 * max(r['probe_share'] for r in results[i]):.2f}",
         })
+    warm = -(-args.window // cf)
     print(f"config={args.config} window={args.window} frames={frames} chunk={cf} threads={args.threads} "
           f"reps={args.reps} device={device} dtype={dtype} torch={torch.__version__} "
-          f"(timed: chunks after the window is full; the last chunk counts FLOPs)")
+          f"(timed: chunks {warm}..{frames // cf - 2}, after the window is full; chunks 0..{warm - 1} are warm-up"
+          f"{' and compile' if any(compiles) else ''}; the last chunk counts FLOPs; "
+          f"max rel diff tolerance {args.tol:g})")
+    if any(compiles):
+        print(f"compile warm-up: our rows built {max(r['graphs'] for res in results for r in res)} graph(s) in the "
+              "warm-up chunks and none in the timed chunks; warm-up CPU s (median): " + ", ".join(
+                  f"{s['row']}/{s['probe']}/{s['compile'] or 'eager'} "
+                  f"{statistics.median(r['warmup_s'] for r in res):.1f}"
+                  for s, res in zip(specs, results, strict=True) if s["impl"] == "ours"))
     print_table(rows)
+    if mismatch:
+        sys.exit(f"our output differs from the reference's by more than --tol {args.tol:g}")
 
 
 if __name__ == "__main__":

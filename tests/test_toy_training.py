@@ -114,3 +114,15 @@ def test_object_weight_marks_the_latents_objects_cover():
     # a 6-px object covers 3x3 to 4x4 latents of 2x2 pixels each, per object and frame
     per_frame = (w == 5.0).sum(dim=(2, 3))
     assert bool((per_frame >= 9).all()) and bool((per_frame <= 16 * 3).all())
+
+
+def test_context_noise_corrupts_only_the_clean_copy():
+    plain = Batches(TrainConfig(batch=2, first_batch=2), preset("toy"))(5)
+    noisy_cfg = TrainConfig(batch=2, first_batch=2, context_noise=0.3)
+    batches = Batches(noisy_cfg, preset("toy"))
+    noisy = batches(5)
+    assert "context_x0" not in plain and "context_x0" not in batches.first_chunks(5)
+    for k in ("x0", "noise", "xt", "sigma"):  # the same scenes, targets and noise as without it
+        assert torch.equal(plain[k], noisy[k]), k
+    diff = noisy["context_x0"] - noisy["x0"]
+    assert 0 < diff.abs().max() and diff.std() < 0.3

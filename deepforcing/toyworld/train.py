@@ -15,6 +15,9 @@ Tokens sit at their frame positions. The model predicts the flow ``noise - x0`` 
 ``x_t = (1 - sigma) x0 + sigma noise``; the loss is its squared error over the scored chunks, with the
 latent positions an object covers weighted ``object_weight`` (objects are a small part of each frame,
 and the only part the text's colours and shapes decide) and the first chunk ``first_chunk_weight``.
+With ``context_noise`` the clean copy is corrupted with Gaussian noise (a level per clip, up to that std)
+while still labelled timestep 0, so that imperfect context, like the model's own frames, is in the
+training distribution (an experiment: the packaged checkpoint does not use it; docs/toyworld.md).
 ``first_batch`` more scenes per step are trained on their first chunk alone: the chunk generated from
 the text with no context, where the colours and the count must come from the prompt.
 
@@ -63,6 +66,7 @@ class TrainConfig:
     objective: str = "teacher_forcing"  # or "diffusion_forcing" (OBJECTIVES)
     first_chunk_weight: float = 1.0  # loss weight of the first chunk (the one generated from the text alone)
     first_batch: int = 32  # extra scenes per step trained on their first chunk only (text -> first frames)
+    context_noise: float = 0.0  # teacher forcing: the clean copy gets N(0, s^2) noise, s ~ U(0, this), still at t=0
     object_weight: float = 4.0  # loss weight of latent positions an object covers (the background's is 1)
     shift: float = 3.0  # sigma = shift*u / (1 + (shift-1) u)
     seed: int = 0
@@ -175,7 +179,11 @@ class Batches:
         sigma = sigma.repeat_interleave(cfg.chunk_frames, dim=1)  # [B, F]
         noise = torch.randn(x0.shape, generator=gen)
         s = sigma[..., None, None, None]
-        return {"x0": x0, "noise": noise, "xt": (1 - s) * x0 + s * noise, "sigma": sigma,
+        extra = {}
+        if cfg.context_noise > 0 and context:  # corrupted context, labelled clean: robust to imperfect frames
+            level = torch.rand(batch, 1, 1, 1, 1, generator=gen) * cfg.context_noise
+            extra["context_x0"] = x0 + level * torch.randn(x0.shape, generator=gen)
+        return {**extra, "x0": x0, "noise": noise, "xt": (1 - s) * x0 + s * noise, "sigma": sigma,
                 "scored": (sigma > 0).float(), "weight": weight,
                 "context": self.text.encode([sc.prompt for sc in scenes])}
 
@@ -185,7 +193,8 @@ def flow_loss(model: CausalWan, batch: dict, attn, teacher_forcing: bool = False
     text = model.text_state(batch["context"])
     x, t = batch["xt"], batch["sigma"] * NUM_TRAIN_TIMESTEPS
     if teacher_forcing:  # [clean clip at t = 0, noisy clip]; only the noisy half is scored
-        x, t = torch.cat([batch["x0"], x], dim=1), torch.cat([torch.zeros_like(t), t], dim=1)
+        clean = batch.get("context_x0", batch["x0"])
+        x, t = torch.cat([clean, x], dim=1), torch.cat([torch.zeros_like(t), t], dim=1)
     flow = model(x, t, text, attn)[:, -batch["xt"].shape[1]:]
     err = (flow.float() - (batch["noise"] - batch["x0"])).pow(2).mean(dim=2)  # [B, F, h, w]
     err = (err * batch["weight"]).mean(dim=(2, 3))  # [B, F]

@@ -35,11 +35,10 @@ DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch
 
 @functools.lru_cache(maxsize=16)
 def _digest_of(path: str, size: int, mtime_ns: int) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+    """The store's file digest, kept per (path, size, mtime) so a sweep hashes each checkpoint once."""
+    from deepforcing.store import file_digest
+
+    return file_digest(path)["sha256"]
 
 
 def _file_digest(path: Path) -> str | None:

@@ -78,3 +78,28 @@ def test_gpu_options_leave_the_cpu_path_alone(random_weights, tmp_path):
         r = sc.score_file(v)
         scores.append([r.score(d) for d in dims])
     assert None not in scores[0] and scores[0] == scores[1]
+
+
+def test_unpadded_musiq_equals_pyiqa_forward():
+    """MUSIQ without its padded tokens gives pyiqa's MOS on non-square frames (where padding exists), on
+    the SPAQ head (one output) and a distribution head (AVA's ten)."""
+    import torch
+    from pyiqa.archs.musiq_arch import MUSIQ
+
+    from deepforcing.metrics.musiq_fast import musiq_mos
+
+    torch.manual_seed(0)
+    for num_class in (1, 10):
+        m = MUSIQ(pretrained=False, num_class=num_class, num_layers=2).eval()
+        for h, w in ((96, 160), (160, 96), (64, 64)):
+            x = torch.rand(2, 3, h, w)
+            with torch.no_grad():
+                ref = m(x)
+            fast = musiq_mos(m, x)
+            assert fast.shape == ref.shape
+            torch.testing.assert_close(fast, ref, rtol=1e-5, atol=1e-5)
+    m.train()
+    import pytest
+
+    with pytest.raises(ValueError, match="eval mode"):
+        musiq_mos(m, x)

@@ -1,4 +1,7 @@
-"""Imaging quality: MUSIQ-SPAQ (pyiqa's architecture) per frame, VBench's resize rule, mean / 100."""
+"""Imaging quality: MUSIQ-SPAQ (pyiqa's architecture) per frame, VBench's resize rule, mean / 100.
+
+Frames go through :func:`..musiq_fast.musiq_mos` (MUSIQ without its padded tokens, same scores);
+``ImagingQuality.unpadded = False`` runs pyiqa's own ``MUSIQ.forward`` (the reference path)."""
 
 from __future__ import annotations
 
@@ -6,6 +9,7 @@ from pathlib import Path
 
 import torch
 
+from ..musiq_fast import musiq_mos
 from ..protocol import Span
 from ..specs import SPECS
 from .base import Metric, VideoContext, batched
@@ -13,6 +17,7 @@ from .base import Metric, VideoContext, batched
 
 class ImagingQuality(Metric):
     spec = SPECS["imaging_quality"]
+    unpadded = True  # False: pyiqa's MUSIQ.forward with its padded sequence (reference; same scores)
 
     def __init__(self, files: dict[str, Path], device: str, cfg):
         super().__init__(files, device, cfg)
@@ -32,7 +37,7 @@ class ImagingQuality(Metric):
         for b in batched(todo, n):
             x = self.channels_last(transform(ctx.float_tchw(b), self.cfg.imaging_preprocess).to(self.device))
             with torch.no_grad(), self.amp():
-                s = self.model(x).reshape(-1).float()
+                s = (musiq_mos(self.model, x) if self.unpadded else self.model(x)).reshape(-1).float()
             for i, v in zip(b, s, strict=True):
                 ctx.cache["musiq"][i] = float(v)
 

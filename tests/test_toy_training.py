@@ -126,3 +126,28 @@ def test_context_noise_corrupts_only_the_clean_copy():
         assert torch.equal(plain[k], noisy[k]), k
     diff = noisy["context_x0"] - noisy["x0"]
     assert 0 < diff.abs().max() and diff.std() < 0.3
+
+
+def test_self_context_is_the_models_one_step_estimate():
+    """At sigma 0 the model's estimate of a clean chunk is the chunk itself; above it, it is x_s - s * flow
+    of the teacher-forcing forward over [clean clip, noised clip]. The batch's targets do not change."""
+    from deepforcing.toyworld.train import TeacherForcingAttention, self_context, train
+
+    mcfg = preset("toy")
+    cfg = TrainConfig(batch=2, first_batch=2, context_self=0.6)
+    plain = Batches(TrainConfig(batch=2, first_batch=2), mcfg)(3)
+    b = Batches(cfg, mcfg)(3)
+    for k in ("x0", "noise", "xt", "sigma"):
+        assert torch.equal(plain[k], b[k]), k
+    s = b["self_sigma"]
+    assert s.shape == b["sigma"].shape and 0 <= float(s.min()) and float(s.max()) <= 0.6
+    torch.manual_seed(0)
+    model = CausalWan(mcfg).eval()
+    pos = TokenPositions.of_frames(torch.arange(cfg.clip_frames), mcfg.grid())
+    attn = TeacherForcingAttention(Rope3D(mcfg), pos, cfg.chunk_frames * mcfg.tokens_per_frame())
+    zero = self_context(model, {**b, "self_sigma": torch.zeros_like(s)}, attn)
+    torch.testing.assert_close(zero["context_x0"], b["x0"], rtol=0, atol=0)
+    est = self_context(model, b, attn)["context_x0"]
+    assert est.shape == b["x0"].shape and not torch.allclose(est, b["x0"])
+    with pytest.raises(ValueError, match="teacher_forcing"):
+        train(TrainConfig(objective="diffusion_forcing", context_self=0.5, steps=1))

@@ -18,6 +18,8 @@ and the only part the text's colours and shapes decide) and the first chunk ``fi
 With ``context_noise`` the clean copy is corrupted with Gaussian noise (a level per clip, up to that std)
 while still labelled timestep 0, so that imperfect context, like the model's own frames, is in the
 training distribution (an experiment: the packaged checkpoint does not use it; docs/toyworld.md).
+With ``context_self`` the context is instead the model's own one-step estimate of each chunk from a
+noised copy (no gradient through it; :func:`self_context`), the kind of frame it generates itself.
 ``first_batch`` more scenes per step are trained on their first chunk alone: the chunk generated from
 the text with no context, where the colours and the count must come from the prompt.
 
@@ -67,6 +69,7 @@ class TrainConfig:
     first_chunk_weight: float = 1.0  # loss weight of the first chunk (the one generated from the text alone)
     first_batch: int = 32  # extra scenes per step trained on their first chunk only (text -> first frames)
     context_noise: float = 0.0  # teacher forcing: the clean copy gets N(0, s^2) noise, s ~ U(0, this), still at t=0
+    context_self: float = 0.0  # teacher forcing: the context is the model's own x0 estimate at sigma ~ U(0, this)
     object_weight: float = 4.0  # loss weight of latent positions an object covers (the background's is 1)
     shift: float = 3.0  # sigma = shift*u / (1 + (shift-1) u)
     seed: int = 0
@@ -183,6 +186,11 @@ class Batches:
         if cfg.context_noise > 0 and context:  # corrupted context, labelled clean: robust to imperfect frames
             level = torch.rand(batch, 1, 1, 1, 1, generator=gen) * cfg.context_noise
             extra["context_x0"] = x0 + level * torch.randn(x0.shape, generator=gen)
+        if cfg.context_self > 0 and context:  # levels at which the model re-estimates its own context
+            level = (torch.rand(batch, chunks, generator=gen) * cfg.context_self).repeat_interleave(
+                cfg.chunk_frames, dim=1)
+            extra["self_sigma"] = level
+            extra["self_noise"] = torch.randn(x0.shape, generator=gen)
         return {**extra, "x0": x0, "noise": noise, "xt": (1 - s) * x0 + s * noise, "sigma": sigma,
                 "scored": (sigma > 0).float(), "weight": weight,
                 "context": self.text.encode([sc.prompt for sc in scenes])}
@@ -201,6 +209,22 @@ def flow_loss(model: CausalWan, batch: dict, attn, teacher_forcing: bool = False
     w = batch["scored"].clone()
     w[:, :chunk_frames] *= first_weight
     return (err * w).sum() / w.sum()
+
+
+@torch.no_grad()
+def self_context(model: CausalWan, batch: dict, attn) -> dict:
+    """Replace the clean context by the model's own estimate of it: every chunk noised to its
+    ``self_sigma`` and denoised in one step, reading the clean earlier chunks (teacher forcing). The
+    model's generated frames are such estimates (its last sampling step is one), blurred where it is
+    unsure, so the next chunk learns to continue from frames like its own towards the true clip."""
+    s = batch["self_sigma"][..., None, None, None]
+    x0 = batch["x0"]
+    xs = (1 - s) * x0 + s * batch["self_noise"]
+    t = batch["self_sigma"] * NUM_TRAIN_TIMESTEPS
+    text = model.text_state(batch["context"])
+    x, tt = torch.cat([x0, xs], dim=1), torch.cat([torch.zeros_like(t), t], dim=1)
+    flow = model(x, tt, text, attn)[:, -x0.shape[1]:].float()
+    return {**batch, "context_x0": xs - s * flow}
 
 
 def lr_at(cfg: TrainConfig, step: int) -> float:
@@ -223,6 +247,9 @@ def train(cfg: TrainConfig, out: str | Path | None = None, on_log: Callable[[dic
         raise ValueError(f"clip_frames {cfg.clip_frames} is not a multiple of chunk_frames {cfg.chunk_frames}")
     if cfg.objective not in OBJECTIVES:
         raise ValueError(f"unknown objective {cfg.objective!r}; choose one of {', '.join(OBJECTIVES)}")
+    if (cfg.context_self or cfg.context_noise) and cfg.objective != "teacher_forcing":
+        raise ValueError("context_self and context_noise corrupt teacher forcing's clean copy; "
+                         "use objective='teacher_forcing' or set them to 0")
     model = CausalWan(mcfg).train()
     if cfg.init:
         from deepforcing.loading import load_generator
@@ -244,7 +271,10 @@ def train(cfg: TrainConfig, out: str | Path | None = None, on_log: Callable[[dic
         lr = lr_at(cfg, step)
         for g in opt.param_groups:
             g["lr"] = lr
-        loss = flow_loss(model, batches(step), attn, tf, cfg.first_chunk_weight, cfg.chunk_frames)
+        batch = batches(step)
+        if "self_sigma" in batch:
+            batch = self_context(model, batch, attn)
+        loss = flow_loss(model, batch, attn, tf, cfg.first_chunk_weight, cfg.chunk_frames)
         if cfg.first_batch:
             loss = loss + flow_loss(model, batches.first_chunks(step), first_attn)
         opt.zero_grad(set_to_none=True)

@@ -19,18 +19,38 @@ from deepforcing.metrics.video import VideoError, decode, to_uint8_frames
 FLICK = ("temporal_flickering",)
 
 
-def test_decode_matches_vbench_readers(videos):
-    """PyAV frames == decord (vbench.utils.load_video) == OpenCV (vbench's cv2 readers)."""
+def _yuv420p_mp4(path, frames, fps):
+    import av
+
+    with av.open(str(path), "w") as c:
+        s = c.add_stream("libx264", rate=fps)
+        s.height, s.width, s.pix_fmt = frames.shape[1], frames.shape[2], "yuv420p"
+        for f in frames:
+            for pkt in s.encode(av.VideoFrame.from_ndarray(f, format="rgb24")):
+                c.mux(pkt)
+        for pkt in s.encode():
+            c.mux(pkt)
+    return str(path)
+
+
+def test_decode_matches_vbench_readers(videos, tmp_path):
+    """Both backends (decord, the default, and PyAV, the reference) == decord as vbench.utils.load_video
+    reads == OpenCV (vbench's cv2 readers), on lossless and on lossy yuv420p H.264."""
     from vbench.temporal_flickering import get_frames
     from vbench.utils import load_video
 
-    for key in ("small", "odd"):
-        v = decode(videos[key])
-        ref = load_video(str(videos[key])).permute(0, 2, 3, 1).to(torch.uint8)
-        assert torch.equal(v.frames, ref)
-        cv = np.stack(get_frames(str(videos[key])))[..., ::-1]  # BGR -> RGB
-        assert np.array_equal(v.frames.numpy(), cv)
-    assert decode(videos["small"]).fps == 8.0
+    lossy = _yuv420p_mp4(tmp_path / "lossy.mp4", synthetic_frames(9, 64, 96, 2, speed=5), 8)
+    for path in (str(videos["small"]), str(videos["odd"]), lossy):
+        ref = load_video(path).permute(0, 2, 3, 1).to(torch.uint8)
+        cv = np.stack(get_frames(path))[..., ::-1]  # BGR -> RGB
+        for backend in ("decord", "pyav"):
+            v = decode(path, backend=backend)
+            assert torch.equal(v.frames, ref), (path, backend)
+            assert np.array_equal(v.frames.numpy(), cv), (path, backend)
+    assert decode(videos["small"]).fps == 8.0 == decode(videos["small"], backend="pyav").fps
+    assert decode(lossy).fps == 8.0
+    with pytest.raises(ValueError, match="backend"):
+        decode(lossy, backend="cv2")
 
 
 def test_flicker_equals_vbench_single_clip(videos):

@@ -24,7 +24,7 @@ noised copy (no gradient through it; :func:`self_context`), the kind of frame it
 the text with no context, where the colours and the count must come from the prompt.
 
 Everything is drawn from generators seeded by ``seed``: the same seed gives the same loss curve on the
-same machine (one CPU thread). Training scenes use seeds below :data:`HELDOUT_SEED_BASE`; held-out
+same machine with the same ``threads``. Training scenes use seeds below :data:`HELDOUT_SEED_BASE`; held-out
 evaluation uses seeds from it upwards.
 """
 
@@ -54,8 +54,8 @@ OBJECTIVES = ("teacher_forcing", "diffusion_forcing")
 @dataclass(frozen=True)
 class TrainConfig:
     preset: str = "toy"
-    steps: int = 1500
-    batch: int = 4
+    steps: int = 3000
+    batch: int = 5
     clip_frames: int = 21  # one attention window
     chunk_frames: int = 3
     lr: float = 1e-3
@@ -67,14 +67,14 @@ class TrainConfig:
     clean_prob: float = 0.25  # diffusion forcing: chance that a chunk stays clean (context only)
     objective: str = "teacher_forcing"  # or "diffusion_forcing" (OBJECTIVES)
     first_chunk_weight: float = 1.0  # loss weight of the first chunk (the one generated from the text alone)
-    first_batch: int = 32  # extra scenes per step trained on their first chunk only (text -> first frames)
+    first_batch: int = 16  # extra scenes per step trained on their first chunk only (text -> first frames)
     context_noise: float = 0.0  # teacher forcing: the clean copy gets N(0, s^2) noise, s ~ U(0, this), still at t=0
     context_self: float = 0.0  # teacher forcing: the context is the model's own x0 estimate at sigma ~ U(0, this)
     object_weight: float = 4.0  # loss weight of latent positions an object covers (the background's is 1)
     shift: float = 3.0  # sigma = shift*u / (1 + (shift-1) u)
     seed: int = 0
     log_every: int = 10
-    threads: int = 1
+    threads: int = 2
     stop_at: int = 0  # stop after this many steps (0: all); the schedule still spans ``steps``
     init: str = ""  # start from this checkpoint folder (a previous stage) instead of random weights
 

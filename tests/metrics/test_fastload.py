@@ -113,3 +113,17 @@ def test_viclip_same_as_vbench_construction(random_weights):
     same_state(fast, ref)
     assert not fast.training and [p.requires_grad for p in fast.parameters()] == [
         p.requires_grad for p in ref.parameters()]
+
+
+def test_musiq_same_as_pyiqa_construction(random_weights):
+    from deepforcing.metrics.dims.imaging import load_musiq, load_musiq_reference
+
+    p = str(random_weights.path("musiq_spaq"))
+    fast = load_musiq.__wrapped__(p, "cpu")
+    ref = load_musiq_reference(p, "cpu")
+    same_state(fast, ref)
+    x = torch.rand(1, 3, 96, 160)
+    with torch.no_grad():
+        assert torch.equal(fast(x), ref(x))
+    assert not fast.training
+    assert load_musiq(p, "cpu") is load_musiq(p, "cpu")  # kept loaded for the process

@@ -5,6 +5,7 @@ Frames go through :func:`..musiq_fast.musiq_mos` (MUSIQ without its padded token
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import torch
@@ -15,17 +16,42 @@ from ..specs import SPECS
 from .base import Metric, VideoContext, batched
 
 
+def load_musiq_reference(path: str, device: str):
+    """pyiqa's own construction, as VBench's ``imaging_quality`` makes it (random init, then the weights)."""
+    from pyiqa.archs.musiq_arch import MUSIQ
+
+    return MUSIQ(pretrained_model_path=path).to(device).eval()
+
+
+@functools.lru_cache(maxsize=2)
+def load_musiq(path: str, device: str):
+    """The same network as :func:`load_musiq_reference` (same tensors, tested), built without the random
+    initialisation the checkpoint overwrites (``fastload``) and kept loaded for the process; falls back
+    to the reference construction on anything unexpected."""
+    from pyiqa.archs.arch_util import clean_state_dict
+    from pyiqa.archs.musiq_arch import MUSIQ
+
+    from ..fastload import load_into, meta_params
+
+    try:
+        sd = clean_state_dict(torch.load(path, map_location="cpu"))
+        with meta_params():
+            model = MUSIQ(pretrained=False)
+        load_into(model, sd)
+    except Exception:
+        return load_musiq_reference(path, device)
+    return model.to(device).eval()
+
+
 class ImagingQuality(Metric):
     spec = SPECS["imaging_quality"]
     unpadded = True  # False: pyiqa's MUSIQ.forward with its padded sequence (reference; same scores)
 
     def __init__(self, files: dict[str, Path], device: str, cfg):
         super().__init__(files, device, cfg)
-        from pyiqa.archs.musiq_arch import MUSIQ
-
-        self.model = MUSIQ(pretrained_model_path=str(files["musiq_spaq"])).to(device)
+        # VBench sets model.training = False; MUSIQ has no active dropout, so .eval() gives the same outputs
+        self.model = load_musiq(str(files["musiq_spaq"]), str(device))
         self.conv_net(self.model)
-        self.model.eval()  # VBench sets model.training = False; MUSIQ has no active dropout, same outputs
 
     def prepare(self, ctx: VideoContext, spans: list[Span]) -> None:
         from vbench.imaging_quality import transform

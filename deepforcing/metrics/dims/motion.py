@@ -7,6 +7,7 @@ are batched.
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import numpy as np
@@ -17,16 +18,22 @@ from ..specs import SPECS
 from .base import Metric, VideoContext, batched
 
 
+@functools.lru_cache(maxsize=2)
+def load_amt(path: str, device: str):
+    """vbench's ``MotionSmoothness`` (its AMT-S network and loader), built once per process and kept."""
+    import vbench
+    from vbench.motion_smoothness import MotionSmoothness as VBenchMS
+
+    amt_cfg = str(Path(vbench.__file__).parent / "third_party/amt/cfgs/AMT-S.yaml")
+    return VBenchMS(amt_cfg, path, device)
+
+
 class MotionSmoothness(Metric):
     spec = SPECS["motion_smoothness"]
 
     def __init__(self, files: dict[str, Path], device: str, cfg):
         super().__init__(files, device, cfg)
-        import vbench
-        from vbench.motion_smoothness import MotionSmoothness as VBenchMS
-
-        amt_cfg = str(Path(vbench.__file__).parent / "third_party/amt/cfgs/AMT-S.yaml")
-        self.vb = VBenchMS(amt_cfg, str(files["amt_s"]), device)  # loads the network as vbench does
+        self.vb = load_amt(str(files["amt_s"]), str(device))  # loads the network as vbench does
         self.conv_net(self.vb.model)
 
     def _scale(self, h: int, w: int) -> float:

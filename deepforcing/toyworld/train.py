@@ -19,7 +19,8 @@ With ``context_noise`` the clean copy is corrupted with Gaussian noise (a level 
 while still labelled timestep 0, so that imperfect context, like the model's own frames, is in the
 training distribution (an experiment: the packaged checkpoint does not use it; docs/toyworld.md).
 With ``context_self`` the context is instead the model's own one-step estimate of each chunk from a
-noised copy (no gradient through it; :func:`self_context`), the kind of frame it generates itself.
+noised copy (no gradient through it; :func:`self_context`), the kind of frame it generates itself; the
+packaged checkpoint's second stage (500 steps from the first) uses it (docs/toyworld.md).
 ``first_batch`` more scenes per step are trained on their first chunk alone: the chunk generated from
 the text with no context, where the colours and the count must come from the prompt.
 

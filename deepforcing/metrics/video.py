@@ -79,11 +79,10 @@ def decode(path: str | Path, backend: str = "decord") -> Video:
                 raise VideoError(f"{path}: the file has no video stream.")
             stream = container.streams.video[0]
             rate = stream.average_rate or stream.guessed_rate or stream.base_rate
-            fast = _decord_frames(path) if backend == "decord" else None
-            if fast is not None:
-                frames = list(fast)
-            else:
-                frames = [f.to_ndarray(format="rgb24") for f in container.decode(stream)]
+            frames = _decord_frames(path) if backend == "decord" else None
+            if frames is None:
+                decoded = [f.to_ndarray(format="rgb24") for f in container.decode(stream)]
+                frames = np.stack(decoded) if decoded else None
     except VideoError:
         raise
     except Exception as e:  # av.error.* and friends
@@ -91,11 +90,11 @@ def decode(path: str | Path, backend: str = "decord") -> Video:
             f"{path}: cannot decode ({type(e).__name__}: {e}). The file is corrupt or not a video; "
             "re-encode it (e.g. H.264 mp4) or remove it from the input."
         ) from e
-    if not frames:
+    if frames is None:
         raise VideoError(f"{path}: the video has zero frames.")
     if rate is None or float(rate) <= 0:
         raise VideoError(f"{path}: the video has no frame rate; re-mux it with an explicit fps.")
-    return Video(torch.from_numpy(np.stack(frames)), float(rate), path)
+    return Video(torch.from_numpy(frames), float(rate), path)
 
 
 def to_uint8_frames(frames, layout: str = "THWC") -> torch.Tensor:

@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     from deepforcing.pipeline import ModelSpec, build_backbone
     from deepforcing.toyworld.samples import rollout_frames, save_png, strip
-    from deepforcing.toyworld.train import HELDOUT_SEED_BASE
+    from deepforcing.toyworld.train import HELDOUT_SEED_BASE, NUM_TRAIN_TIMESTEPS
     from deepforcing.toyworld.world import Scene
 
     torch.set_num_threads(1)
@@ -62,11 +62,11 @@ def main(argv: list[str] | None = None) -> dict:
     gen = {"count": [], "colours": [], "both": [], "background": []}
     truth = {"count": [], "colours": [], "both": [], "background": []}
     per_scene, rows = [], []
+    steps = None  # the preset's
+    if args.steps:  # evenly spaced nominal timesteps T, ..., T / steps, as the preset's
+        steps = [int(NUM_TRAIN_TIMESTEPS - k * NUM_TRAIN_TIMESTEPS / args.steps) for k in range(args.steps)]
     for i in range(args.scenes):
         sc = Scene(HELDOUT_SEED_BASE + args.first_seed + i, size=size)
-        steps = None
-        if args.steps:  # evenly spaced nominal timesteps 1000 ... 1000/steps, as the preset's
-            steps = [int(1000 - k * 1000 / args.steps) for k in range(args.steps)]
         with torch.no_grad():
             frames = rollout_frames(model, sc.prompt, args.frames, seed=args.first_seed + i, steps=steps,
                                     shift=args.shift)

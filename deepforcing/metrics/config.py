@@ -84,7 +84,11 @@ class EvalConfig:
     device: str = "auto"  # "auto" = cuda when available, else cpu
     cache_dir: str | None = None  # default: $VBENCH_CACHE_DIR or ~/.cache/vbench
     weights: dict[str, str] = field(default_factory=dict)  # weight key -> explicit path
-    batch_size: int = 32
+    batch_size: int = 32  # frames per forward on a GPU (and the most on a CPU)
+    #: on a CPU, ViT frames per forward are cut to about this many tokens (frames x tokens per frame): blocks
+    #: of ~1 000 tokens keep the attention matrices in cache, where 32 DINO frames (12 heads x 197^2 x 32)
+    #: ran slower than one frame at a time (benchmarks/eval_speed.py, docs/metrics.md)
+    cpu_tokens_per_forward: int = 1024
     clips: ClipProtocol = field(default_factory=ClipProtocol)
     drift: DriftConfig = field(default_factory=DriftConfig)
     slow_fast: SlowFastConfig = field(default_factory=SlowFastConfig)
@@ -122,6 +126,8 @@ class EvalConfig:
             raise ConfigError(f"gpu_autocast must be None, 'bf16' or 'fp16', got {self.gpu_autocast!r}.")
         if self.batch_size < 1:
             raise ConfigError(f"batch_size must be >= 1, got {self.batch_size}.")
+        if self.cpu_tokens_per_forward < 1:
+            raise ConfigError(f"cpu_tokens_per_forward must be >= 1, got {self.cpu_tokens_per_forward}.")
         if self.drift.segment_seconds <= 0:
             raise ConfigError(f"drift.segment_seconds must be > 0, got {self.drift.segment_seconds}.")
         if not 0 < self.drift.edge_fraction <= 0.5:

@@ -68,13 +68,14 @@ def fuse(metric, ctx, out, cfg) -> dict:
 
 def dinov2_features(metric, ctx, frames: list[int]) -> torch.Tensor:
     """DINOv2 CLS features of ``frames`` (cached per frame in ``ctx.cache["dinov2"]``)."""
-    from .dims.base import batched
+    from .dims.base import batched, frames_per_forward, vit_tokens
     from .dims.subject import dinov2_transform, load_dinov2
 
     model = load_dinov2(str(metric.files["dinov2_vitb14"]), metric.device)
     cache = ctx.cache.setdefault("dinov2", {})
     tf = dinov2_transform(224)
-    for b in batched(sorted({i for i in frames if i not in cache}), metric.cfg.batch_size):
+    n = frames_per_forward(metric.cfg, metric.device, vit_tokens(224, 224, 14))  # 224 center crop, patches of 14
+    for b in batched(sorted({i for i in frames if i not in cache}), n):
         with torch.no_grad():
             f = model(tf(ctx.float_tchw(b)).to(metric.device))
         for i, row in zip(b, f, strict=True):

@@ -103,3 +103,42 @@ def test_unpadded_musiq_equals_pyiqa_forward():
 
     with pytest.raises(ValueError, match="eval mode"):
         musiq_mos(m, x)
+
+
+def test_cpu_frames_per_forward_follow_the_token_budget():
+    """Hand-computed: on a CPU a forward takes about cpu_tokens_per_forward tokens, on a GPU batch_size."""
+    import pytest
+
+    from deepforcing.errors import ConfigError
+    from deepforcing.metrics.config import EvalConfig
+    from deepforcing.metrics.dims.base import frames_per_forward, vit_tokens
+
+    assert vit_tokens(224, 224, 16) == 197 and vit_tokens(224, 336, 16) == 295 and vit_tokens(224, 224, 14) == 257
+    assert vit_tokens(224, 224, 32) == 50 and vit_tokens(224, 398, 16) == 14 * 24 + 1  # partial patch floored
+    cfg = EvalConfig()
+    assert [frames_per_forward(cfg, "cpu", t) for t in (197, 295, 257, 50, 5000)] == [5, 3, 3, 20, 1]
+    assert frames_per_forward(cfg, "cuda:0", 197) == cfg.batch_size == 32
+    assert frames_per_forward(EvalConfig(batch_size=2), "cpu", 50) == 2  # never more than batch_size
+    with pytest.raises(ConfigError, match="cpu_tokens_per_forward"):
+        EvalConfig(cpu_tokens_per_forward=0)
+
+
+def test_scores_do_not_depend_on_frames_per_forward(random_weights, tmp_path):
+    """One frame per forward (vbench's subject-consistency loop), the CPU token budget, and every frame in
+    one forward give the same scores to float rounding, on a portrait clip (non-square DINO input)."""
+    from deepforcing.metrics.config import ClipProtocol, DriftConfig, EvalConfig
+    from deepforcing.metrics.scorer import Scorer
+    from deepforcing.metrics.video import write_lossless
+
+    dims = ("subject_consistency", "background_consistency", "aesthetic_quality")
+    v = str(write_lossless(tmp_path / "v.mp4", synthetic_frames(9, 144, 128, 4, speed=9), 8))
+    weights = {k: str(p) for d in dims for k, p in random_weights.files(d).items()}
+    scores = []
+    for opts in ({"cpu_tokens_per_forward": 1}, {}, {"cpu_tokens_per_forward": 10**6}):
+        sc = Scorer(EvalConfig(dimensions=dims, device="cpu", weights=weights, clips=ClipProtocol(enabled=False),
+                               drift=DriftConfig(enabled=False), progress=False, **opts))
+        r = sc.score_file(v)
+        scores.append([r.score(d) for d in dims])
+    assert None not in scores[0]
+    for s in scores[1:]:
+        assert max(abs(a - b) for a, b in zip(s, scores[0], strict=True)) <= 1e-6, scores

@@ -155,6 +155,9 @@ class Metric:
     def on_cuda(self) -> bool:
         return str(self.device).startswith("cuda")
 
+    def frames_per_forward(self, tokens_per_frame: int) -> int:
+        return frames_per_forward(self.cfg, self.device, tokens_per_frame)
+
     def amp(self):
         """``torch.autocast`` for model forwards when ``cfg.gpu_autocast`` is set and the model is on a GPU;
         a no-op otherwise (the CPU path is always fp32)."""
@@ -194,6 +197,21 @@ class Metric:
     def _missing(self, ctx: VideoContext, key: str, idx: Iterable[int]) -> list[int]:
         c = ctx.cache.setdefault(key, {})
         return sorted({i for i in idx if i not in c})
+
+
+def frames_per_forward(cfg, device, tokens_per_frame: int) -> int:
+    """Frames per ViT forward: ``cfg.batch_size`` on a GPU; on a CPU about ``cfg.cpu_tokens_per_forward``
+    tokens (at least one frame, at most ``batch_size``). Batching never changes a frame's features beyond
+    float rounding (tests)."""
+    n = cfg.batch_size
+    if not str(device).startswith("cuda"):
+        n = min(n, getattr(cfg, "cpu_tokens_per_forward", 1024) // max(1, tokens_per_frame))
+    return max(1, n)
+
+
+def vit_tokens(h: int, w: int, patch: int) -> int:
+    """Tokens of a ViT on an ``h x w`` input with square patches ``patch`` (partial patches floored) + CLS."""
+    return (h // patch) * (w // patch) + 1
 
 
 def gpu_autocast(cfg, device):

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from .. import protocol
 from ..protocol import Span
 from ..specs import SPECS
-from .base import Metric, VideoContext, batched, consistency, gpu_autocast
+from .base import Metric, VideoContext, batched, consistency, gpu_autocast, vit_tokens
 
 
 @functools.lru_cache(maxsize=4)
@@ -71,8 +71,14 @@ def _transform():
     return clip_transform(224)
 
 
+def clip_tokens(model) -> int:
+    """Tokens per frame of a CLIP image tower on its 224 x 224 center crop."""
+    return vit_tokens(224, 224, model.visual.conv1.kernel_size[0])
+
+
 def encode_frames(model, ctx: VideoContext, key: str, idx, batch_size: int, device: str, cfg=None) -> None:
-    """Cache L2-normalised CLIP image embeddings of frames ``idx`` under ``ctx.cache[key]``."""
+    """Cache L2-normalised CLIP image embeddings of frames ``idx`` under ``ctx.cache[key]``, ``batch_size``
+    frames per forward."""
     todo = [i for i in sorted(set(idx)) if i not in ctx.cache.setdefault(key, {})]
     tf = _transform()
     for b in batched(todo, batch_size):
@@ -93,7 +99,7 @@ class BackgroundConsistency(Metric):
 
     def prepare(self, ctx: VideoContext, spans: list[Span]) -> None:
         encode_frames(self.model, ctx, self.key, {i for s in spans for i in range(s.start, s.end)},
-                      self.cfg.batch_size, self.device, self.cfg)
+                      self.frames_per_forward(clip_tokens(self.model)), self.device, self.cfg)
 
     def features(self, ctx: VideoContext, idx) -> torch.Tensor:
         return F.normalize(torch.stack([ctx.cache[self.key][i] for i in idx]), dim=-1, p=2)
@@ -118,7 +124,7 @@ class AestheticQuality(Metric):
         key = "aesthetic"
         todo = self._missing(ctx, key, {i for s in spans for i in range(s.start, s.end)})
         tf = _transform()
-        for b in batched(todo, self.cfg.batch_size):
+        for b in batched(todo, self.frames_per_forward(clip_tokens(self.model))):
             x = tf(ctx.float_tchw(b)).to(self.device)
             with torch.no_grad(), self.amp():
                 f = F.normalize(self.model.encode_image(x).to(torch.float32), dim=-1, p=2)
@@ -160,7 +166,8 @@ class ClipScore(Metric):
 
     def prepare(self, ctx: VideoContext, spans: list[Span]) -> None:
         idx = {i for s in spans for i in protocol.middle_indices(s.start, s.end, 8)}
-        encode_frames(self.model, ctx, self.key, idx, self.cfg.batch_size, self.device, self.cfg)
+        encode_frames(self.model, ctx, self.key, idx, self.frames_per_forward(clip_tokens(self.model)), self.device,
+                      self.cfg)
 
     def score(self, ctx: VideoContext, span: Span) -> float:
         self.check_span(span)

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from ..protocol import Span
 from ..specs import SPECS
 from ..weight_files import dino_backend
-from .base import Metric, VideoContext, batched, consistency
+from .base import Metric, VideoContext, batched, consistency, vit_tokens
 
 
 class TimmDino(torch.nn.Module):
@@ -120,7 +120,9 @@ class SubjectConsistency(Metric):
 
         tf = dino_transform(224)
         todo = self._missing(ctx, "dino", {i for s in spans for i in range(s.start, s.end)})
-        for b in batched(todo, self.cfg.batch_size):
+        h, w = ctx.hw  # the transform scales the shorter side to 224
+        long = int(224 * max(h, w) / min(h, w))
+        for b in batched(todo, self.frames_per_forward(vit_tokens(224, long, 16))):
             x = tf(ctx.float_tchw(b)).to(self.device)
             with torch.no_grad(), self.amp():
                 f = F.normalize(self.model(x).float(), dim=-1, p=2)

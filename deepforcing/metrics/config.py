@@ -89,6 +89,10 @@ class EvalConfig:
     #: of ~1 000 tokens keep the attention matrices in cache, where 32 DINO frames (12 heads x 197^2 x 32)
     #: ran slower than one frame at a time (benchmarks/eval_speed.py, docs/metrics.md)
     cpu_tokens_per_forward: int = 1024
+    #: on a CPU, RAFT and AMT frame pairs per forward are cut to about this many pixels per frame x pairs:
+    #: at 480x832 one pair per forward was fastest (AMT-S 5.4 s vs 7.1 s for 4 pairs at 4; RAFT 16.9 vs
+    #: 18.5 s), at 128x192 8 pairs (docs/metrics.md); on a GPU 4 pairs per forward
+    cpu_pixels_per_forward: int = 2**18
     clips: ClipProtocol = field(default_factory=ClipProtocol)
     drift: DriftConfig = field(default_factory=DriftConfig)
     slow_fast: SlowFastConfig = field(default_factory=SlowFastConfig)
@@ -128,6 +132,8 @@ class EvalConfig:
             raise ConfigError(f"batch_size must be >= 1, got {self.batch_size}.")
         if self.cpu_tokens_per_forward < 1:
             raise ConfigError(f"cpu_tokens_per_forward must be >= 1, got {self.cpu_tokens_per_forward}.")
+        if self.cpu_pixels_per_forward < 1:
+            raise ConfigError(f"cpu_pixels_per_forward must be >= 1, got {self.cpu_pixels_per_forward}.")
         if self.drift.segment_seconds <= 0:
             raise ConfigError(f"drift.segment_seconds must be > 0, got {self.drift.segment_seconds}.")
         if not 0 < self.drift.edge_fraction <= 0.5:

@@ -142,3 +142,52 @@ def test_scores_do_not_depend_on_frames_per_forward(random_weights, tmp_path):
     assert None not in scores[0]
     for s in scores[1:]:
         assert max(abs(a - b) for a, b in zip(s, scores[0], strict=True)) <= 1e-6, scores
+
+
+def test_cpu_pairs_per_forward_follow_the_pixel_budget():
+    """Hand-computed: RAFT / AMT pairs per forward from the frame size on a CPU, 4 on a GPU."""
+    import pytest
+
+    from deepforcing.errors import ConfigError
+    from deepforcing.metrics.config import EvalConfig
+    from deepforcing.metrics.dims.base import pairs_per_forward
+
+    cfg = EvalConfig()
+    sizes = ((480, 832), (128, 192), (128, 128), (64, 64))
+    assert [pairs_per_forward(cfg, "cpu", hw) for hw in sizes] == [1, 10, 16, 32]  # 2**18 // (h * w), at most 32
+    assert pairs_per_forward(cfg, "cuda", (128, 128)) == 4 and pairs_per_forward(None, "cpu", (480, 832)) == 4
+    with pytest.raises(ConfigError, match="cpu_pixels_per_forward"):
+        EvalConfig(cpu_pixels_per_forward=0)
+
+
+def test_pair_scores_do_not_depend_on_pairs_per_forward(random_weights, tmp_path):
+    """AMT and RAFT one pair per forward (vbench's loops), the CPU budget, and all pairs in one forward: the
+    same per-pair results to float rounding (dynamic degree's flows, motion smoothness' AMT errors)."""
+    from deepforcing.metrics.config import ClipProtocol, DriftConfig, EvalConfig
+    from deepforcing.metrics.scorer import Scorer
+    from deepforcing.metrics.video import write_lossless
+
+    dims = ("motion_smoothness", "dynamic_degree")
+    v = str(write_lossless(tmp_path / "v.mp4", synthetic_frames(9, 128, 144, 4, speed=9), 8))
+    weights = {k: str(p) for d in dims for k, p in random_weights.files(d).items()}
+    details = []
+    for budget in (1, 2**18, 10**9):
+        sc = Scorer(EvalConfig(dimensions=dims, device="cpu", weights=weights, clips=ClipProtocol(enabled=False),
+                               drift=DriftConfig(enabled=False), progress=False, cpu_pixels_per_forward=budget))
+        r = sc.score_file(v)
+        details.append((r.score("motion_smoothness"), r.score("dynamic_degree"), budget))
+    ref_ms, ref_dd, _ = details[0]
+    for ms, dd, _ in details[1:]:
+        assert abs(ms - ref_ms) <= 1e-6 and dd == ref_dd, details
+    # dynamic degree is a yes/no per video: compare RAFT's per-pair flow statistics themselves
+    from deepforcing.metrics.dims.base import VideoContext
+    from deepforcing.metrics.dims.dynamic import load_raft, raft_pairs
+
+    vb = load_raft(weights["raft_things"], "cpu")
+    frames = torch.from_numpy(synthetic_frames(9, 128, 144, 4, speed=9))
+    pairs = [(i, i + 1) for i in range(8)]
+    one, budget = VideoContext(frames, 8), VideoContext(frames, 8)
+    raft_pairs(vb, one, pairs, "cpu", batch=1)
+    raft_pairs(vb, budget, pairs, "cpu", cfg=EvalConfig())
+    for p in pairs:
+        assert abs(one.cache["raft"][p]["top5"] - budget.cache["raft"][p]["top5"]) <= 1e-4, p

@@ -209,6 +209,17 @@ def frames_per_forward(cfg, device, tokens_per_frame: int) -> int:
     return max(1, n)
 
 
+def pairs_per_forward(cfg, device, hw: tuple[int, int], gpu: int = 4) -> int:
+    """Frame pairs per RAFT / AMT forward: ``gpu`` on a GPU; on a CPU about ``cfg.cpu_pixels_per_forward``
+    pixels (frame pixels x pairs; at least one pair, at most ``cfg.batch_size``)."""
+    if cfg is None:
+        return gpu
+    if str(device).startswith("cuda"):
+        return gpu
+    budget = getattr(cfg, "cpu_pixels_per_forward", 2**18) // max(1, hw[0] * hw[1])
+    return max(1, min(cfg.batch_size, budget))
+
+
 def vit_tokens(h: int, w: int, patch: int) -> int:
     """Tokens of a ViT on an ``h x w`` input with square patches ``patch`` (partial patches floored) + CLS."""
     return (h // patch) * (w // patch) + 1

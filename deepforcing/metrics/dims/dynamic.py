@@ -17,7 +17,7 @@ import torch
 
 from ..protocol import Span
 from ..specs import SPECS
-from .base import Metric, MetricInputError, VideoContext, batched, gpu_autocast
+from .base import Metric, MetricInputError, VideoContext, batched, gpu_autocast, pairs_per_forward
 
 
 def sample_indices(span: Span, fps: float) -> list[int]:
@@ -75,7 +75,8 @@ def raft_test_flow(model, fmap1: torch.Tensor, fmap2: torch.Tensor, cnet: torch.
     return model.upsample_flow(coords1 - coords0, mask)
 
 
-def raft_pairs(vb, ctx: VideoContext, pairs, device: str, batch: int = 4, fast: bool = True, cfg=None) -> None:
+def raft_pairs(vb, ctx: VideoContext, pairs, device: str, batch: int | None = None, fast: bool = True,
+               cfg=None) -> None:
     """Run RAFT (20 iterations, test mode, frames padded to /8 as VBench pads them) on every ordered pair
     not cached yet; cache ``{"top5": ..., "top2": ...}`` per pair in ``ctx.cache["raft"]``.
 
@@ -89,6 +90,7 @@ def raft_pairs(vb, ctx: VideoContext, pairs, device: str, batch: int = 4, fast: 
     if not todo:
         return
     h, w = ctx.hw
+    batch = batch or pairs_per_forward(cfg, device, (h, w))
     padder = InputPadder((1, 3, h, w))
     model = vb.model.module if hasattr(vb.model, "module") else vb.model
     kept: dict[int, torch.Tensor] = {}  # feature maps of frames the previous batch encoded

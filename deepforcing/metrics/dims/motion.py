@@ -15,7 +15,7 @@ import torch
 
 from ..protocol import Span
 from ..specs import SPECS
-from .base import Metric, VideoContext, batched
+from .base import Metric, VideoContext, batched, pairs_per_forward
 
 
 @functools.lru_cache(maxsize=2)
@@ -55,7 +55,7 @@ class MotionSmoothness(Metric):
         h, w = ctx.hw
         scale = self._scale(h, w)
         padder = InputPadder((1, 3, h, w), int(16 / scale))
-        for b in batched(todo, 4):
+        for b in batched(todo, pairs_per_forward(self.cfg, self.device, (h, w))):
             x0 = torch.cat([img2tensor(ctx.frame(i).numpy()) for i in b]).to(self.device)
             x1 = torch.cat([img2tensor(ctx.frame(i + 2).numpy()) for i in b]).to(self.device)
             x0, x1 = (self.channels_last(x) for x in padder.pad(x0, x1))

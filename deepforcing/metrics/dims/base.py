@@ -203,21 +203,17 @@ def frames_per_forward(cfg, device, tokens_per_frame: int) -> int:
     """Frames per ViT forward: ``cfg.batch_size`` on a GPU; on a CPU about ``cfg.cpu_tokens_per_forward``
     tokens (at least one frame, at most ``batch_size``). Batching never changes a frame's features beyond
     float rounding (tests)."""
-    n = cfg.batch_size
-    if not str(device).startswith("cuda"):
-        n = min(n, getattr(cfg, "cpu_tokens_per_forward", 1024) // max(1, tokens_per_frame))
-    return max(1, n)
+    if str(device).startswith("cuda"):
+        return cfg.batch_size
+    return max(1, min(cfg.batch_size, cfg.cpu_tokens_per_forward // max(1, tokens_per_frame)))
 
 
 def pairs_per_forward(cfg, device, hw: tuple[int, int], gpu: int = 4) -> int:
     """Frame pairs per RAFT / AMT forward: ``gpu`` on a GPU; on a CPU about ``cfg.cpu_pixels_per_forward``
     pixels (frame pixels x pairs; at least one pair, at most ``cfg.batch_size``)."""
-    if cfg is None:
+    if cfg is None or str(device).startswith("cuda"):
         return gpu
-    if str(device).startswith("cuda"):
-        return gpu
-    budget = getattr(cfg, "cpu_pixels_per_forward", 2**18) // max(1, hw[0] * hw[1])
-    return max(1, min(cfg.batch_size, budget))
+    return max(1, min(cfg.batch_size, cfg.cpu_pixels_per_forward // max(1, hw[0] * hw[1])))
 
 
 def vit_tokens(h: int, w: int, patch: int) -> int:

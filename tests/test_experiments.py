@@ -32,32 +32,14 @@ def sweep_points(exp):
         yield [f"experiment={exp}", *(f"{k}={v}" for k, v in zip(params, combo, strict=True))]
 
 
-def published_prompts(tmp_path, monkeypatch):
-    """The folder of the published prompt files: the development copies beside this repository when they
-    are there (users fetch them: python -m eval.prompts fetch), else stand-ins of the published line counts
-    whose checksums are registered in their place, so the sweeps validate on any clone."""
-    from deepforcing import prompts
-
-    shared = ROOT.parent / "shared" / "data"
-    if all((shared / s.file).exists() for s in prompts.SETS.values()):
-        return shared
-    folder = tmp_path / "prompts"
-    folder.mkdir()
-    for name, s in prompts.SETS.items():
-        data = "".join(f"stand-in prompt {i} of {name}\n" for i in range(1003)).encode()
-        (folder / s.file).write_bytes(data)
-        monkeypatch.setitem(prompts.SETS, name, prompts.PromptSet(s.file, s.url, prompts._sha256(data), s.note))
-    return folder
-
-
 @pytest.mark.parametrize("exp", EXPERIMENTS)
-def test_experiment_points_validate_up_to_the_weights(exp, tmp_path, monkeypatch):
+def test_experiment_points_validate_up_to_the_weights(exp, tmp_path, monkeypatch, published_prompts):
     """Every point validates; those of real-weight models stop at the missing files, the toy model's
     (checkpoint in the package) validate whole."""
     from deepforcing.model_files import EMBEDDED_KINDS
 
     monkeypatch.setenv("DEEPFORCING_WEIGHTS", str(tmp_path))
-    monkeypatch.setenv("DEEPFORCING_PROMPTS", str(published_prompts(tmp_path, monkeypatch)))
+    monkeypatch.setenv("DEEPFORCING_PROMPTS", str(published_prompts))
     n = 0
     for overrides in sweep_points(exp):
         cfg = compose_cfg(overrides)

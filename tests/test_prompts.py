@@ -11,7 +11,6 @@ import pytest
 from deepforcing.errors import ConfigError
 from deepforcing.prompts import SETS, read_set
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "MovieGenVideoBench_extended.txt"
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -21,39 +20,23 @@ def test_missing_set_says_how_to_get_it(tmp_path, monkeypatch):
         read_set("moviegen_extended")
 
 
-def published_file(tmp_path, monkeypatch) -> Path:
-    """The published extended MovieGen file: the development copy beside this repository when it is there,
-    else a stand-in of its 128+ lines whose checksum is registered in its place (so any clone runs this)."""
-    from deepforcing import prompts
-
-    if SHARED.exists():
-        return SHARED
-    s = SETS["moviegen_extended"]
-    stand_in = tmp_path / "stand_in" / s.file
-    stand_in.parent.mkdir()
-    stand_in.write_bytes("".join(f"a stand-in prompt, line {i}\n" for i in range(128)).encode())
-    monkeypatch.setitem(SETS, "moviegen_extended",
-                        prompts.PromptSet(s.file, s.url, prompts._sha256(stand_in.read_bytes()), s.note))
-    return stand_in
-
-
-def test_fetch_checks_the_checksum_and_the_config_reads_it_from_any_folder(tmp_path, monkeypatch):
+def test_fetch_checks_the_checksum_and_the_config_reads_it_from_any_folder(tmp_path, monkeypatch, published_prompts):
     from eval.prompts import main
 
-    SHARED = published_file(tmp_path, monkeypatch)
+    published = published_prompts / SETS["moviegen_extended"].file
     store = tmp_path / "prompts"
     monkeypatch.setenv("DEEPFORCING_PROMPTS", str(store))
     bad = tmp_path / "edited.txt"
-    bad.write_bytes(SHARED.read_bytes().replace(b"a", b"A", 1))
+    bad.write_bytes(published.read_bytes().replace(b"a", b"A", 1))
     assert main(["fetch", "moviegen_extended", "--from", str(bad)]) == 1
     assert not store.exists() or not any(store.iterdir())  # nothing written
-    assert main(["fetch", "moviegen_extended", "--from", str(SHARED)]) == 0
-    lines = [x.strip() for x in SHARED.read_text().splitlines() if x.strip()]
+    assert main(["fetch", "moviegen_extended", "--from", str(published)]) == 0
+    lines = [x.strip() for x in published.read_text().splitlines() if x.strip()]
     assert read_set("moviegen_extended") == lines
     (store / SETS["moviegen_extended"].file).write_bytes(bad.read_bytes())  # replaced behind our back
     with pytest.raises(ConfigError, match="is not the published"):
         read_set("moviegen_extended")
-    main(["fetch", "moviegen_extended", "--from", str(SHARED)])
+    main(["fetch", "moviegen_extended", "--from", str(published)])
     monkeypatch.chdir(tmp_path)  # resolved independently of the current folder
     sys.path.insert(0, str(ROOT))
     from test_harness import composed

@@ -257,8 +257,8 @@ class CachedAttention:
         self.h_tok, self.w_tok = pos.h, pos.w
         dev = engine.model.device
         if engine.rope_precision == "float32":  # per-position float32 tables
-            cos, sin = engine.rope.cos_sin(self.t_tok, pos.h, pos.w, dev)
-            self.rotate = lambda x: Rope3D.rotate_fast(x, cos, sin)
+            phases = engine.rope.phases(self.t_tok, pos.h, pos.w, dev)
+            self.rotate = lambda x: Rope3D.rotate_fast(x, phases)
         else:  # the float64 reference
             angles = engine.rope.angles(self.t_tok.to(dev), pos.h.to(dev), pos.w.to(dev))
             self.rotate = lambda x: Rope3D.rotate(x, angles)

@@ -199,10 +199,10 @@ class Rope3D:
             dim=1,
         )
 
-    def _band_table(self, band: int, lo: int, hi: int, device: torch.device) -> tuple[int, torch.Tensor, torch.Tensor]:
-        """(first position, cos, sin) float32 tables of ``band`` covering positions ``[lo, hi]``: each entry
-        is the float64 angle's cosine/sine rounded once to float32. Grown (doubled) when a position falls
-        outside, so a rollout builds it a few times at most."""
+    def _band_table(self, band: int, lo: int, hi: int, device: torch.device) -> tuple[int, torch.Tensor]:
+        """(first position, phases) complex64 table of ``band`` covering positions ``[lo, hi]``: each entry
+        is ``cos + i sin`` of the float64 angle, each part rounded once to float32. Grown (doubled) when a
+        position falls outside, so a rollout builds it a few times at most."""
         key = (band, device)
         have = self._tables.get(key)
         if have is not None and have[0] <= lo and hi < have[0] + have[1].shape[0]:
@@ -211,38 +211,37 @@ class Rope3D:
         lo, hi = min(old_lo, 2 * lo), max(old_hi, 2 * hi)  # room to grow: rebuilt O(log) times
         pos = torch.arange(lo, hi + 1, dtype=torch.float64, device=device)
         ang = torch.outer(pos, self._inv(device)[band])
-        table = (lo, ang.cos().float(), ang.sin().float())
+        table = (lo, torch.complex(ang.cos().float(), ang.sin().float()))
         self._tables[key] = table
         return table
 
-    def cos_sin(self, t: torch.Tensor, h: torch.Tensor, w: torch.Tensor, device: torch.device | None = None
-                ) -> tuple[torch.Tensor, torch.Tensor]:
-        """The fast path's ``(cos, sin)`` ``[N, head_dim/2]`` float32 on ``device`` for host positions, gathered
-        from per-position tables of each band (no float64 arithmetic per token; the index goes to the device
-        without blocking). :meth:`angles` is the float64 reference."""
+    def phases(self, t: torch.Tensor, h: torch.Tensor, w: torch.Tensor, device: torch.device | None = None
+               ) -> torch.Tensor:
+        """The fast path's rotations ``[N, head_dim/2]`` (complex64 ``cos + i sin``) on ``device`` for host
+        positions, gathered from per-position tables of each band (no float64 arithmetic per token; the index
+        goes to the device without blocking). :meth:`angles` is the float64 reference."""
         self._check_limit(t)
         device = torch.device(device) if device is not None else t.device
-        cos, sin = [], []
+        parts = []
         for band, p in enumerate((t, h, w)):
             lo, hi = (int(p.min()), int(p.max())) if p.numel() else (0, 0)
-            first, c, s_ = self._band_table(band, lo, hi, device)
+            first, table = self._band_table(band, lo, hi, device)
             idx = p - first
             if device.type == "cuda":  # pinned, so the copy does not block the host
                 idx = idx.pin_memory().to(device, non_blocking=True)
             else:
                 idx = idx.to(device)
-            cos.append(c[idx])
-            sin.append(s_[idx])
-        return torch.cat(cos, dim=1), torch.cat(sin, dim=1)
+            parts.append(table[idx])
+        return torch.cat(parts, dim=1)
 
     @staticmethod
-    def rotate_fast(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-        """Rotate ``x [B, N, H, D]`` by float32 ``cos``/``sin`` ``[N, D/2]`` (:meth:`cos_sin`), computing in
-        float32; returns ``x``'s dtype. Within float32 rounding of :meth:`rotate` (tests/test_rope.py)."""
-        xf = x.float().unflatten(-1, (-1, 2))
-        x0, x1 = xf[..., 0], xf[..., 1]
-        c, s = cos[None, :, None, :], sin[None, :, None, :]
-        return torch.stack([x0 * c - x1 * s, x0 * s + x1 * c], dim=-1).flatten(-2).to(x.dtype)
+    def rotate_fast(x: torch.Tensor, phases: torch.Tensor) -> torch.Tensor:
+        """Rotate ``x [B, N, H, D]`` by ``phases [N, D/2]`` (:meth:`phases`) as one complex product per pair
+        ``(x[2i] + i x[2i+1]) * (cos + i sin)`` in float32 (one vectorised kernel; the same float32 products
+        and sums as rotating the two halves separately); returns ``x``'s dtype. Within float32 rounding of
+        :meth:`rotate` (tests/test_rope.py)."""
+        xc = torch.view_as_complex(x.float().unflatten(-1, (-1, 2)).contiguous())
+        return torch.view_as_real(xc * phases[None, :, None, :]).flatten(-2).to(x.dtype)
 
     @staticmethod
     def rotate(x: torch.Tensor, angles: torch.Tensor) -> torch.Tensor:

@@ -253,8 +253,9 @@ def test_ring_layout_equals_the_compacting_layout(tiny_model, tiny_text, name, s
 
 
 def test_a_rolling_window_reads_its_keys_without_copying(tiny_model, tiny_text, monkeypatch):
-    """Once the window rolls, every read of a FIFO window (with a sink too) is one view of the buffers,
-    evictions copy no K/V rows, and no per-layer index goes to the device."""
+    """Once the window rolls, every read of a FIFO window (with a sink too) is one view of the buffers, one
+    contiguous block per head (the layout attention kernels read fastest), evictions copy no K/V rows, and
+    no per-layer index goes to the device."""
     from deepforcing.cache import LayerKV
 
     views, original = [], LayerKV.read
@@ -262,7 +263,8 @@ def test_a_rolling_window_reads_its_keys_without_copying(tiny_model, tiny_text, 
     def spy(self, *args, **kwargs):
         keys, values = original(self, *args, **kwargs)
         views.append(keys.untyped_storage().data_ptr() == self.k_rot.untyped_storage().data_ptr()
-                     and values.untyped_storage().data_ptr() == self.v.untyped_storage().data_ptr())
+                     and values.untyped_storage().data_ptr() == self.v.untyped_storage().data_ptr()
+                     and all(t.stride(1) == t.shape[-1] and t.stride(-1) == 1 for t in (keys, values)))
         return keys, values
 
     moved, indexed = [], []

@@ -120,7 +120,7 @@ def test_float32_tables_agree_with_the_float64_reference(d):
         h = torch.randint(0, 30, (n,), generator=g)
         w = torch.randint(0, 52, (n,), generator=g)
         exact = Rope3D.rotate(x.double(), rope.angles(t, h, w))
-        fast = Rope3D.rotate_fast(x, *rope.cos_sin(t, h, w))
+        fast = Rope3D.rotate_fast(x, rope.phases(t, h, w))
         assert fast.dtype == torch.float32
         # each output is x0*cos - x1*sin: two roundings of cos/sin, two products, one sum
         bound = 8 * eps * float(x.abs().max())

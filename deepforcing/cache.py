@@ -152,8 +152,13 @@ class LayerKV:
             rows = self._rows(logical.stop, logical.start or 0)
             if rows is not None:
                 return buf[:, rows]
-            return buf.index_select(1, self._dev(self.phys[logical]))
-        return buf.index_select(1, self._dev(self.phys[logical]))
+            return self._take(buf, self._dev(self.phys[logical]))
+        return self._take(buf, self._dev(self.phys[logical]))
+
+    @staticmethod
+    def _take(buf: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+        """``buf``'s rows in that order, copied head-major like the buffers (attention reads it faster)."""
+        return buf.transpose(1, 2).index_select(2, rows).transpose(1, 2)
 
     def _refresh(self, slots: torch.Tensor | None, t: torch.Tensor) -> None:
         """Re-rotate the slots whose stored rotation is not at ``t`` (in place, only those)."""
@@ -211,7 +216,10 @@ class LayerKV:
             k_own, v_own = self._gather(self.k_rot, self.staged()), self._gather(self.v, self.staged())
         else:
             k_own, v_own = self._gather(self.k_rot, own + self.n), self._gather(self.v, own + self.n)
-        return torch.cat([k_ctx, k_own], dim=1), torch.cat([v_ctx, v_own], dim=1)
+        def cat(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:  # head-major, like the buffers
+            return torch.cat([a.transpose(1, 2), b.transpose(1, 2)], dim=2).transpose(1, 2)
+
+        return cat(k_ctx, k_own), cat(v_ctx, v_own)
 
     def _compact(self, count: int) -> None:
         """Move the rows of logical slots ``[0, count)`` to buffer rows ``[0, count)`` in slot order."""

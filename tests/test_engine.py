@@ -281,6 +281,35 @@ def test_a_rolling_window_reads_its_keys_without_copying(tiny_model, tiny_text, 
         assert not indexed  # and no index tensor had to reach the device (on CUDA: no host-device copy)
 
 
+def test_gathered_reads_are_the_chosen_rows_copied_head_major():
+    """A read of chosen slots (a compression's selection, own tokens after them) returns exactly those tokens
+    in that order, copied in the buffers' head-major layout (one contiguous block per head)."""
+    from deepforcing.cache import LayerKV
+    from deepforcing.model import tiny
+
+    cfg = tiny()
+    heads, d, tpf = cfg.num_heads, cfg.head_dim, 2
+    kv = LayerKV(1, 6 * tpf, tpf, heads, d, (1, tpf), Rope3D(cfg), torch.float32, torch.device("cpu"))
+    g = torch.Generator().manual_seed(0)
+    keys, values = [], []
+    for f in range(7):  # six committed frames, then one staged
+        k, v = torch.randn(2, 1, tpf, heads, d, generator=g)
+        keys.append(k)
+        values.append(v)
+        fr = torch.full((tpf,), f)
+        kv.stage(k, k, v, fr, fr, torch.zeros(tpf, dtype=torch.long), torch.arange(tpf))
+        if f < 6:
+            kv.commit()
+    slots = torch.tensor([0, 1, 8, 9, 4])  # frame 0, frame 4, the first token of frame 2
+    got_k, got_v = kv.read(slots, kv.frame[slots])
+    want_k = torch.cat([torch.cat(keys[:6], dim=1)[:, slots], keys[6]], dim=1)
+    want_v = torch.cat([torch.cat(values[:6], dim=1)[:, slots], values[6]], dim=1)
+    assert torch.equal(got_k, want_k) and torch.equal(got_v, want_v)
+    assert all(t.stride(1) == d and t.stride(-1) == 1 for t in (got_k, got_v))
+    rows = kv._gather(kv.v, slots)  # the gather alone, before the staged tokens are appended
+    assert torch.equal(rows, want_v[:, : len(slots)]) and rows.stride(1) == d
+
+
 def test_compiled_dense_path_equals_eager(tiny_model, tiny_text):
     """torch.compile behind Engine(compile=...): the captured graphs (aot_eager: capture and
     functionalisation without code generation, fast enough for CPU tests) give the eager rollout."""

@@ -152,7 +152,6 @@ class LayerKV:
             rows = self._rows(logical.stop, logical.start or 0)
             if rows is not None:
                 return buf[:, rows]
-            return self._take(buf, self._dev(self.phys[logical]))
         return self._take(buf, self._dev(self.phys[logical]))
 
     @staticmethod
@@ -216,6 +215,7 @@ class LayerKV:
             k_own, v_own = self._gather(self.k_rot, self.staged()), self._gather(self.v, self.staged())
         else:
             k_own, v_own = self._gather(self.k_rot, own + self.n), self._gather(self.v, own + self.n)
+
         def cat(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:  # head-major, like the buffers
             return torch.cat([a.transpose(1, 2), b.transpose(1, 2)], dim=2).transpose(1, 2)
 

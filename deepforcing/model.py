@@ -237,9 +237,8 @@ class Rope3D:
     @staticmethod
     def rotate_fast(x: torch.Tensor, phases: torch.Tensor) -> torch.Tensor:
         """Rotate ``x [B, N, H, D]`` by ``phases [N, D/2]`` (:meth:`phases`) as one complex product per pair
-        ``(x[2i] + i x[2i+1]) * (cos + i sin)`` in float32 (one vectorised kernel; the same float32 products
-        and sums as rotating the two halves separately); returns ``x``'s dtype. Within float32 rounding of
-        :meth:`rotate` (tests/test_rope.py)."""
+        ``(x[2i] + i x[2i+1]) * (cos + i sin)`` in float32 (one vectorised kernel instead of four strided
+        multiplies); returns ``x``'s dtype. Within float32 rounding of :meth:`rotate` (tests/test_rope.py)."""
         xc = torch.view_as_complex(x.float().unflatten(-1, (-1, 2)).contiguous())
         return torch.view_as_real(xc * phases[None, :, None, :]).flatten(-2).to(x.dtype)
 

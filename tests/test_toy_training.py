@@ -151,3 +151,33 @@ def test_self_context_is_the_models_one_step_estimate():
     assert est.shape == b["x0"].shape and not torch.allclose(est, b["x0"])
     with pytest.raises(ValueError, match="teacher_forcing"):
         train(TrainConfig(objective="diffusion_forcing", context_self=0.5, steps=1))
+
+
+def test_second_round_of_self_context_reads_the_first_rounds_estimates():
+    """Round 2 is the one-step estimate of the same noised chunks, read against round 1's estimates of the
+    earlier chunks in place of the clean ones (by hand: the teacher-forcing forward with that context)."""
+    from deepforcing.toyworld.train import NUM_TRAIN_TIMESTEPS, TeacherForcingAttention, self_context, train
+
+    mcfg = preset("toy")
+    cfg = TrainConfig(batch=2, first_batch=2, context_self=0.6, context_self_rounds=2)
+    b = Batches(cfg, mcfg)(4)
+    torch.manual_seed(0)
+    model = CausalWan(mcfg).eval()
+    pos = TokenPositions.of_frames(torch.arange(cfg.clip_frames), mcfg.grid())
+    attn = TeacherForcingAttention(Rope3D(mcfg), pos, cfg.chunk_frames * mcfg.tokens_per_frame())
+    one = self_context(model, b, attn)["context_x0"]
+    two = self_context(model, b, attn, rounds=2)["context_x0"]
+    s = b["self_sigma"][..., None, None, None]
+    xs = (1 - s) * b["x0"] + s * b["self_noise"]
+    t = b["self_sigma"] * NUM_TRAIN_TIMESTEPS
+    with torch.no_grad():
+        flow = model(torch.cat([one, xs], dim=1), torch.cat([torch.zeros_like(t), t], dim=1),
+                     model.text_state(b["context"]), attn)[:, -xs.shape[1]:]
+    torch.testing.assert_close(two, xs - s * flow, rtol=0, atol=1e-6)
+    f = cfg.chunk_frames  # the first chunk reads no context: both rounds give the same estimate of it
+    torch.testing.assert_close(two[:, :f], one[:, :f], rtol=0, atol=1e-6)
+    assert not torch.allclose(two[:, f:], one[:, f:])
+    zero = self_context(model, {**b, "self_sigma": torch.zeros_like(b["self_sigma"])}, attn, rounds=2)
+    torch.testing.assert_close(zero["context_x0"], b["x0"], rtol=0, atol=0)
+    with pytest.raises(ValueError, match="context_self_rounds"):
+        train(TrainConfig(context_self=0.5, context_self_rounds=0, steps=1))

@@ -20,7 +20,9 @@ while still labelled timestep 0, so that imperfect context, like the model's own
 training distribution (an experiment: the packaged checkpoint does not use it; docs/toyworld.md).
 With ``context_self`` the context is instead the model's own one-step estimate of each chunk from a
 noised copy (no gradient through it; :func:`self_context`), the kind of frame it generates itself; the
-packaged checkpoint's second stage (500 steps from the first) uses it (docs/toyworld.md).
+packaged checkpoint's second stage (500 steps from the first) uses it (docs/toyworld.md). With
+``context_self_rounds`` > 1 each chunk's estimate reads the previous round's estimates of the earlier
+chunks instead of the clean ones, so the context's errors compound over chunks as at inference.
 ``first_batch`` more scenes per step are trained on their first chunk alone: the chunk generated from
 the text with no context, where the colours and the count must come from the prompt.
 
@@ -71,6 +73,7 @@ class TrainConfig:
     first_batch: int = 16  # extra scenes per step trained on their first chunk only (text -> first frames)
     context_noise: float = 0.0  # teacher forcing: the clean copy gets N(0, s^2) noise, s ~ U(0, this), still at t=0
     context_self: float = 0.0  # teacher forcing: the context is the model's own x0 estimate at sigma ~ U(0, this)
+    context_self_rounds: int = 1  # estimates of estimates: round r reads round r-1's context, not the clean clip
     object_weight: float = 4.0  # loss weight of latent positions an object covers (the background's is 1)
     shift: float = 3.0  # sigma = shift*u / (1 + (shift-1) u)
     seed: int = 0
@@ -213,19 +216,28 @@ def flow_loss(model: CausalWan, batch: dict, attn, teacher_forcing: bool = False
 
 
 @torch.no_grad()
-def self_context(model: CausalWan, batch: dict, attn) -> dict:
+def self_context(model: CausalWan, batch: dict, attn, rounds: int = 1) -> dict:
     """Replace the clean context by the model's own estimate of it: every chunk noised to its
     ``self_sigma`` and denoised in one step, reading the clean earlier chunks (teacher forcing). The
     model's generated frames are such estimates (its last sampling step is one), blurred where it is
-    unsure, so the next chunk learns to continue from frames like its own towards the true clip."""
+    unsure, so the next chunk learns to continue from frames like its own towards the true clip.
+
+    With ``rounds`` > 1 the estimate is repeated, each round reading the previous round's estimates of the
+    earlier chunks instead of the clean ones (the same noised chunks), so errors compound over chunks as
+    they do when the model reads its own frames at inference."""
+    if rounds < 1:
+        raise ValueError(f"context_self_rounds must be at least 1, got {rounds}")
     s = batch["self_sigma"][..., None, None, None]
     x0 = batch["x0"]
     xs = (1 - s) * x0 + s * batch["self_noise"]
     t = batch["self_sigma"] * NUM_TRAIN_TIMESTEPS
     text = model.text_state(batch["context"])
-    x, tt = torch.cat([x0, xs], dim=1), torch.cat([torch.zeros_like(t), t], dim=1)
-    flow = model(x, tt, text, attn)[:, -x0.shape[1]:].float()
-    return {**batch, "context_x0": xs - s * flow}
+    tt = torch.cat([torch.zeros_like(t), t], dim=1)
+    context = x0
+    for _ in range(rounds):
+        flow = model(torch.cat([context, xs], dim=1), tt, text, attn)[:, -x0.shape[1]:].float()
+        context = xs - s * flow
+    return {**batch, "context_x0": context}
 
 
 def lr_at(cfg: TrainConfig, step: int) -> float:
@@ -251,6 +263,8 @@ def train(cfg: TrainConfig, out: str | Path | None = None, on_log: Callable[[dic
     if (cfg.context_self or cfg.context_noise) and cfg.objective != "teacher_forcing":
         raise ValueError("context_self and context_noise corrupt teacher forcing's clean copy; "
                          "use objective='teacher_forcing' or set them to 0")
+    if cfg.context_self_rounds < 1:
+        raise ValueError(f"context_self_rounds must be at least 1, got {cfg.context_self_rounds}")
     model = CausalWan(mcfg).train()
     if cfg.init:
         from deepforcing.loading import load_generator
@@ -274,7 +288,7 @@ def train(cfg: TrainConfig, out: str | Path | None = None, on_log: Callable[[dic
             g["lr"] = lr
         batch = batches(step)
         if "self_sigma" in batch:
-            batch = self_context(model, batch, attn)
+            batch = self_context(model, batch, attn, cfg.context_self_rounds)
         loss = flow_loss(model, batch, attn, tf, cfg.first_chunk_weight, cfg.chunk_frames)
         if cfg.first_batch:
             loss = loss + flow_loss(model, batches.first_chunks(step), first_attn)

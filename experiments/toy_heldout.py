@@ -44,8 +44,10 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--first-seed", type=int, default=0,
                     help="offset from HELDOUT_SEED_BASE of the first scene (the sampler was tuned on scenes from "
                          "offset 100000, never on the reported ones from 0)")
-    ap.add_argument("--steps", type=int, default=None, help="Euler steps (default: the preset's)")
+    ap.add_argument("--steps", type=int, default=None, help="sampling steps (default: the preset's)")
     ap.add_argument("--shift", type=float, default=None, help="timestep shift (default: the preset's)")
+    ap.add_argument("--sampler", default=None, choices=("euler", "renoise"),
+                    help="the engine's sampler (default: the preset's)")
     args = ap.parse_args(argv)
 
     import numpy as np
@@ -69,7 +71,7 @@ def main(argv: list[str] | None = None) -> dict:
         sc = Scene(HELDOUT_SEED_BASE + args.first_seed + i, size=size)
         with torch.no_grad():
             frames = rollout_frames(model, sc.prompt, args.frames, seed=args.first_seed + i, steps=steps,
-                                    shift=args.shift)
+                                    shift=args.shift, sampler=args.sampler)
         g, t = frame_checks(frames, sc.spec), frame_checks(sc.frames(len(frames)), sc.spec)
         for k in gen:
             gen[k] += g[k]

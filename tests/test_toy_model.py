@@ -48,12 +48,12 @@ def test_a_missing_or_mismatched_toy_setting_is_a_clear_error(tmp_path):
 def test_inside_the_training_length_the_frames_show_what_the_prompt_asks_for(runtime):
     """Held-out scenes (never trained on), one training length each: the world's rules read the prompt's
     background from every decoded frame, and its object count and colours from most (docs/toyworld.md has
-    the 32-scene numbers; these four scenes give 0.81 on the machine that trained the model)."""
+    the 32-scene numbers; these eight scenes, three of them among the four worst, give 0.82 there)."""
     from deepforcing.toyworld.world import parse_prompt
 
     model = runtime.engine(SPEC).model
     background, both = [], []
-    for i in range(4):
+    for i in range(8):
         sc = Scene(HELDOUT_SEED_BASE + i)
         spec = parse_prompt(sc.prompt)
         with torch.no_grad():
@@ -64,7 +64,7 @@ def test_inside_the_training_length_the_frames_show_what_the_prompt_asks_for(run
             both.append(r.background == spec.background and r.count == len(spec.objects)
                         and r.colours == spec.colours)
     assert np.mean(background) == 1.0
-    assert np.mean(both) >= 0.6
+    assert np.mean(both) >= 0.7
 
 
 def test_a_toy_point_stores_the_toy_metrics_per_segment(runtime, tmp_path):

@@ -170,6 +170,9 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--no-details", action="store_true",
                     help="leave out the per-frame / per-pair values behind each clip's score (MUSIQ MOS and aesthetic "
                     "score per frame, RAFT top-5%% flow per pair, AMT error per interpolated frame)")
+    ap.add_argument("--all-flow-pairs", action="store_true",
+                    help="dynamic degree: run RAFT on every sampled pair (default: stop once VBench's count is "
+                    "decided, the same score; the details then show null for the pairs skipped)")
     ap.add_argument("--no-progress", action="store_true")
     return ap
 
@@ -189,6 +192,7 @@ def main(argv: list[str] | None = None) -> int:
             drift=DriftConfig(enabled=not args.no_drift, segment_seconds=args.segment_seconds,
                               vde=not args.no_vde, edge_windows=not args.no_edges),
             imaging_preprocess=args.imaging_preprocess, progress=not args.no_progress, details=not args.no_details,
+            flow_early_exit=not args.all_flow_pairs,
         )
         prompts = load_prompts(args.prompts)
         videos = expand_inputs(args.inputs)

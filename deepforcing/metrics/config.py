@@ -111,6 +111,10 @@ class EvalConfig:
     #: path has not been measured on a GPU yet (docs/metrics.md).
     gpu_autocast: str | None = None
     gpu_channels_last: bool = False
+    #: dynamic degree: stop running RAFT on a clip's pairs once VBench's count is decided (enough pairs above
+    #: the threshold, or too few left to get there); the score is the same, the JSON details list only the
+    #: flows computed. False computes every pair (all per-pair flows in the details)
+    flow_early_exit: bool = True
 
     def __post_init__(self) -> None:
         from . import METRICS

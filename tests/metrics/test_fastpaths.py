@@ -191,3 +191,86 @@ def test_pair_scores_do_not_depend_on_pairs_per_forward(random_weights, tmp_path
     raft_pairs(vb, budget, pairs, "cpu", cfg=EvalConfig())
     for p in pairs:
         assert abs(one.cache["raft"][p]["top5"] - budget.cache["raft"][p]["top5"]) <= 1e-4, p
+
+
+def test_flow_early_exit_decides_what_vbench_decides_from_every_pair():
+    """``settled`` on any prefix of a clip's pair scores either abstains or says what vbench's ``check_move``
+    says on all of them; on the full list it always decides; batches sized by ``pairs_to_decide`` end at the
+    first prefix that decides. Exhaustive over small cases plus random ones."""
+    import itertools
+    import random
+    from types import SimpleNamespace
+
+    from vbench.dynamic_degree import DynamicDegree
+
+    from deepforcing.metrics.dims.dynamic import pairs_to_decide, settled
+
+    def vbench(scores, t, n):
+        return DynamicDegree.check_move(SimpleNamespace(params={"thres": t, "count_num": n}), scores)
+
+    cases = [list(c) for k in range(1, 7) for c in itertools.product((1.0, 9.0), repeat=k)]
+    rnd = random.Random(0)
+    cases += [[rnd.uniform(0, 12) for _ in range(rnd.randint(1, 40))] for _ in range(300)]
+    for scores in cases:
+        for t in (6.0, 3.0):
+            for n in {0, 1, 2, round(4 * (len(scores) + 1) / 16), len(scores), len(scores) + 1}:
+                full = vbench(scores, t, n)
+                assert settled(scores, len(scores), t, n) == full
+                for k in range(len(scores)):
+                    early = settled(scores[:k], len(scores), t, n)
+                    assert early is None or early == full, (scores, t, n, k)
+                # batches of pairs_to_decide stop exactly at the first prefix that decides
+                first = next(j for j in range(len(scores) + 1) if settled(scores[:j], len(scores), t, n) is not None)
+                k = 0
+                while (m := pairs_to_decide(scores[:k], len(scores), t, n)) > 0:
+                    k += m
+                assert k == first, (scores, t, n)
+    # by hand: two of fifteen pairs above 6 px with two needed decide "dynamic" after the second pair;
+    # thirteen of fifteen below with three needed decide "static" after the thirteenth
+    assert settled([7.0], 15, 6.0, 2) is None and settled([7.0, 8.0], 15, 6.0, 2) is True
+    assert settled([1.0] * 12, 15, 6.0, 3) is None and settled([1.0] * 13, 15, 6.0, 3) is False
+    # and the batch sizes that never compute a pair the decision did not need
+    assert pairs_to_decide([], 15, 6.0, 4) == 4 and pairs_to_decide([7.0, 7.0], 15, 6.0, 4) == 2
+    assert pairs_to_decide([1.0] * 11, 15, 6.0, 4) == 1 and pairs_to_decide([7.0] * 4, 15, 6.0, 4) == 0
+    assert pairs_to_decide([], 15, 6.0, 0) == 1 and pairs_to_decide([], 3, 6.0, 3) == 1
+
+
+def test_flow_early_exit_stops_raft_and_keeps_every_score(random_weights, tmp_path):
+    """RAFT stops when ``until`` says so (pairs in frame order); VBench-Long clips and drift windows get the
+    same dynamic degree with and without the early exit, and what a clip's details list as computed decides it."""
+    from deepforcing.metrics.config import DriftConfig, EvalConfig
+    from deepforcing.metrics.dims.base import VideoContext
+    from deepforcing.metrics.dims.dynamic import load_raft, raft_pairs, settled
+    from deepforcing.metrics.scorer import Scorer
+    from deepforcing.metrics.video import write_lossless
+
+    weights = {k: str(p) for k, p in random_weights.files("dynamic_degree").items()}
+    vb = load_raft(weights["raft_things"], "cpu")
+    frames = torch.from_numpy(synthetic_frames(6, 128, 128, 2, speed=5))
+    ctx = VideoContext(frames, 8)
+    asked = []
+    raft_pairs(vb, ctx, [(i, i + 1) for i in range(5)], "cpu", batch=8,
+               plan=lambda cache: asked.append(len(cache)) or (2 if not cache else 1 if len(cache) == 2 else 0))
+    assert sorted(ctx.cache["raft"]) == [(0, 1), (1, 2), (2, 3)] and asked == [0, 2, 3]
+
+    v = str(write_lossless(tmp_path / "v.mp4", synthetic_frames(40, 128, 128, 3, speed=7), 8))
+    runs = {}
+    for early in (True, False):
+        sc = Scorer(EvalConfig(dimensions=("dynamic_degree",), device="cpu", weights=weights, progress=False,
+                               details=True, flow_early_exit=early, drift=DriftConfig(segment_seconds=2.5)))
+        runs[early] = sc.score_file(v).to_dict()["dimensions"]["dynamic_degree"]
+    early, full = runs[True], runs[False]
+    assert early["error"] is None and full["error"] is None
+    assert early["score"] == full["score"] and early["drift"] == full["drift"]
+    assert len(early["clips"]) == len(full["clips"]) >= 2
+    skipped = 0
+    for a, b in zip(early["clips"], full["clips"], strict=True):
+        assert a["score"] == b["score"] and b["flow_pairs_computed"] == len(b["flow_pairs"])
+        known = [(x, y) for x, y in zip(a["flow_top5"], b["flow_top5"], strict=True) if x is not None]
+        assert a["flow_pairs_computed"] == len(known) >= 1
+        assert all(abs(x - y) <= 1e-4 * max(1.0, y) for x, y in known)
+        skipped += len(b["flow_pairs"]) - len(known)
+        if len(known) < len(b["flow_pairs"]):  # what was computed decides the clip on its own
+            assert settled([x for x, _ in known], len(b["flow_pairs"]), a["flow_threshold"],
+                           a["flow_count_needed"]) == bool(a["score"])
+    assert skipped > 0, "the early exit never triggered: the test video does not exercise it"

@@ -128,7 +128,25 @@ def test_details_rebuild_each_clip_score(streaming, random_weights, tmp_path):
         e = c["amt_abs_error"]
         assert abs((255 - sum(e) / len(e)) / 255 - c["score"]) < 1e-9
     for c in r.dimensions["dynamic_degree"].clips:
-        n_over = sum(s > c["flow_threshold"] for s in c["flow_top5"])
+        known = [s for s in c["flow_top5"] if s is not None]  # RAFT stops once the count is decided
+        assert c["flow_pairs_computed"] == len(known) >= 1
+        n_over = sum(s > c["flow_threshold"] for s in known)
         assert c["flow_threshold"] == 6.0 * 128 / 256 and len(c["flow_pairs"]) == len(c["flow_top5"]) == 15
         assert float(n_over >= c["flow_count_needed"]) == c["score"]
     json.dumps(r.to_dict(), allow_nan=False)
+
+
+def test_all_flow_pairs_option_computes_every_pair_with_the_same_score(random_weights, tmp_path):
+    v = write_lossless(tmp_path / "v.mp4", synthetic_frames(17, 128, 128, 1, speed=9), 8)
+    raft = random_weights.files("dynamic_degree")["raft_things"]
+    out = {}
+    for flag in ([], ["--all-flow-pairs"]):
+        o = tmp_path / ("all" if flag else "early")
+        p = _run([str(v), "--dimensions", "dynamic_degree", "--weight", f"raft_things={raft}", "--no-clips",
+                  "--no-drift", "--no-progress", "--out", str(o), *flag], tmp_path)
+        assert p.returncode == 0, p.stderr
+        out[bool(flag)] = json.loads((o / "v.json").read_text())["dimensions"]["dynamic_degree"]
+    (early,), (full,) = out[False]["clips"], out[True]["clips"]
+    assert early["score"] == full["score"] == out[False]["score"] == out[True]["score"]
+    assert full["flow_pairs_computed"] == len(full["flow_pairs"]) == 16 and None not in full["flow_top5"]
+    assert early["flow_pairs_computed"] < 16 and None in early["flow_top5"]

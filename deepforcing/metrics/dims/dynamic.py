@@ -5,6 +5,12 @@ The threshold and count rule are vbench's own ``DynamicDegree`` methods; the pai
 (top-5 % mean flow magnitude, checked pair by pair against ``get_score`` in the tests). RAFT runs once per
 ordered frame pair (batched); what the flow is reduced to -- the top-5 % mean used here and the top-2 %
 mean of VBench-Long's static filter -- is cached per pair in ``ctx.cache["raft"]``, so the two share flows.
+
+A clip's score is a yes/no count, so once enough pairs are above the threshold (dynamic), or too few pairs
+are left to get there (static), the remaining pairs cannot change it: with ``EvalConfig.flow_early_exit``
+(default) RAFT stops there, in frame order, in batches no larger than the fewest pairs that could decide.
+The score is vbench's exactly; the clip's details list the flows computed (``None`` for the pairs
+skipped). ``flow_early_exit=False`` computes every pair.
 """
 
 from __future__ import annotations
@@ -17,7 +23,7 @@ import torch
 
 from ..protocol import Span
 from ..specs import SPECS
-from .base import Metric, MetricInputError, VideoContext, batched, gpu_autocast, pairs_per_forward
+from .base import Metric, MetricInputError, VideoContext, gpu_autocast, pairs_per_forward
 
 
 def sample_indices(span: Span, fps: float) -> list[int]:
@@ -76,13 +82,14 @@ def raft_test_flow(model, fmap1: torch.Tensor, fmap2: torch.Tensor, cnet: torch.
 
 
 def raft_pairs(vb, ctx: VideoContext, pairs, device: str, batch: int | None = None, fast: bool = True,
-               cfg=None) -> None:
+               cfg=None, plan=None) -> None:
     """Run RAFT (20 iterations, test mode, frames padded to /8 as VBench pads them) on every ordered pair
     not cached yet; cache ``{"top5": ..., "top2": ...}`` per pair in ``ctx.cache["raft"]``.
 
     ``fast`` (default): ``raft_test_flow`` with each frame's feature map computed once per batch of pairs
     (consecutive pairs share a frame); ``fast=False``: RAFT's own ``forward`` per batch of pairs (the
-    reference; the two agree to float rounding, tests)."""
+    reference; the two agree to float rounding, tests). ``plan(cache)``, when given, is asked before each
+    batch (pairs in frame order) how many pairs the batch may hold at most; 0 stops."""
     from vbench.third_party.RAFT.core.utils_core.utils import InputPadder
 
     cache = ctx.cache.setdefault("raft", {})
@@ -98,7 +105,12 @@ def raft_pairs(vb, ctx: VideoContext, pairs, device: str, batch: int | None = No
     layout = (lambda x: x.contiguous(memory_format=torch.channels_last)) if cl else (lambda x: x)  # noqa: E731
     if cl:
         model.to(memory_format=torch.channels_last)
-    for b in batched(todo, batch):
+    start = 0
+    while start < len(todo):
+        n = batch if plan is None else min(batch, plan(cache))
+        if n <= 0:
+            break
+        b, start = todo[start : start + n], start + n
         with torch.no_grad(), gpu_autocast(cfg, device):
             if fast:
                 frames = sorted({i for p in b for i in p})
@@ -131,24 +143,37 @@ class DynamicDegree(Metric):
         self.vb = load_raft(str(files["raft_things"]), device)
 
     def prepare(self, ctx: VideoContext, spans: list[Span]) -> None:
-        pairs = set()
-        for s in spans:
+        if not getattr(self.cfg, "flow_early_exit", False):
+            pairs = set()
+            for s in spans:
+                idx = sample_indices(s, ctx.fps)
+                pairs |= set(zip(idx[:-1], idx[1:], strict=True))
+            raft_pairs(self.vb, ctx, pairs, self.device, cfg=self.cfg)
+            return
+        for s in spans:  # clip by clip, each stopping once its count is decided
             idx = sample_indices(s, ctx.fps)
-            pairs |= set(zip(idx[:-1], idx[1:], strict=True))
-        raft_pairs(self.vb, ctx, pairs, self.device, cfg=self.cfg)
+            pairs = list(zip(idx[:-1], idx[1:], strict=True))
+            threshold, needed = rule(self.vb, ctx.hw, len(idx))
+            raft_pairs(self.vb, ctx, pairs, self.device, cfg=self.cfg,
+                       plan=lambda cache, pairs=pairs, t=threshold, n=needed: pairs_to_decide(
+                           [cache[p]["top5"] for p in pairs if p in cache], len(pairs), t, n))
 
-    def pair_scores(self, ctx: VideoContext, span: Span) -> list[float]:
+    def pair_scores(self, ctx: VideoContext, span: Span) -> list[float | None]:
+        """Top-5 % flow of each sampled pair, in frame order; ``None`` for a pair the early exit skipped."""
         idx = sample_indices(span, ctx.fps)
-        return [ctx.cache["raft"][p]["top5"] for p in zip(idx[:-1], idx[1:], strict=True)]
+        cache = ctx.cache["raft"]
+        return [cache[p]["top5"] if p in cache else None for p in zip(idx[:-1], idx[1:], strict=True)]
 
     def clip_details(self, ctx: VideoContext, span: Span) -> dict:
-        """Per sampled pair: the two frame indices, its top-5 % mean flow magnitude (px), and the threshold
-        and count VBench's rule compares them with."""
+        """Per sampled pair: the two frame indices, its top-5 % mean flow magnitude (px; ``None`` where the
+        count was decided without it), and the threshold and count VBench's rule compares them with."""
         idx = sample_indices(span, ctx.fps)
         pairs = list(zip(idx[:-1], idx[1:], strict=True))
-        self.vb.set_params(frame=torch.empty(1, 3, *ctx.hw), count=len(idx))
-        return {"flow_pairs": [list(p) for p in pairs], "flow_top5": [ctx.cache["raft"][p]["top5"] for p in pairs],
-                "flow_threshold": float(self.vb.params["thres"]), "flow_count_needed": int(self.vb.params["count_num"])}
+        threshold, needed = rule(self.vb, ctx.hw, len(idx))
+        scores = self.pair_scores(ctx, span)
+        return {"flow_pairs": [list(p) for p in pairs], "flow_top5": scores,
+                "flow_pairs_computed": sum(x is not None for x in scores),
+                "flow_threshold": threshold, "flow_count_needed": needed}
 
     def score(self, ctx: VideoContext, span: Span) -> float:
         self.check_span(span)
@@ -158,7 +183,43 @@ class DynamicDegree(Metric):
                 f"a clip of {span.length} frames at {ctx.fps:g} fps keeps {len(idx)} frame after sampling at "
                 "~8 fps; dynamic degree needs at least 2. Use longer clips."
             )
-        return float(decide(self.vb, ctx.hw, len(idx), self.pair_scores(ctx, span)))
+        scores = self.pair_scores(ctx, span)
+        known = [x for x in scores if x is not None]
+        if len(known) < len(scores):  # the early exit skipped some: the count must be decided without them
+            threshold, needed = rule(self.vb, ctx.hw, len(idx))
+            if settled(known, len(scores), threshold, needed) is None:
+                raise RuntimeError(f"dynamic degree: {len(scores) - len(known)} flow pair(s) of frames "
+                                   f"{span.start}-{span.end} were not computed and the count is not decided")
+        return float(decide(self.vb, ctx.hw, len(idx), known))
+
+
+def rule(vb, hw: tuple[int, int], num_frames: int) -> tuple[float, int]:
+    """VBench's threshold (px) and number of pairs above it that make a clip of ``num_frames`` sampled
+    frames of size ``hw`` dynamic (``DynamicDegree.set_params``)."""
+    vb.set_params(frame=torch.empty(1, 3, *hw), count=num_frames)
+    return float(vb.params["thres"]), int(vb.params["count_num"])
+
+
+def settled(known: list[float], total: int, threshold: float, needed: int) -> bool | None:
+    """What VBench's count rule will say for a clip of ``total`` pairs of which ``known`` are computed,
+    whatever the rest are: True (dynamic: ``needed`` pairs above ``threshold`` already, and at least one
+    pair, as ``check_move`` needs), False (static: too few pairs left to get there), None (not yet)."""
+    above = sum(x > threshold for x in known)
+    if known and above >= needed:
+        return True
+    if above + (total - len(known)) < needed:
+        return False
+    return None
+
+
+def pairs_to_decide(known: list[float], total: int, threshold: float, needed: int) -> int:
+    """The fewest further pairs that could decide the count (0: decided): the pairs still needed above the
+    threshold, or the pairs below it that would leave too few to get there, whichever is fewer. Batches of
+    this size never compute a pair the decision did not need."""
+    if settled(known, total, threshold, needed) is not None:
+        return 0
+    above, left = sum(x > threshold for x in known), total - len(known)
+    return max(1, min(needed - above, left - (needed - above) + 1))
 
 
 def decide(vb, hw: tuple[int, int], num_frames: int, scores: list[float]) -> bool:

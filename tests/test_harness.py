@@ -98,7 +98,7 @@ def test_the_default_is_the_toy_model_with_its_prompts_metrics_and_steps():
     assert set(TOY_METRICS) | {"temporal_flickering", "chunk_seam_flicker"} == set(point.metrics)
     assert all(parse_prompt(p) for p in point.prompts)
     assert point.rollout.steps == toy().sample_steps and point.rollout.shift == toy().sample_shift
-    assert point.rollout.sampler == toy().sampler
+    assert point.rollout.sampler == toy().sampler == "renoise"
     tiny = run.point_from_cfg(composed(["model=tiny"]))  # Wan's schedule for the others, unless a run names one
     assert tiny.rollout.steps == (1000, 750, 500, 250) and tiny.rollout.shift == 5.0
     assert tiny.rollout.sampler == "renoise"

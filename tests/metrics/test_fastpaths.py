@@ -236,7 +236,7 @@ def test_flow_early_exit_decides_what_vbench_decides_from_every_pair():
 
 
 def test_flow_early_exit_stops_raft_and_keeps_every_score(random_weights, tmp_path):
-    """RAFT stops when ``until`` says so (pairs in frame order); VBench-Long clips and drift windows get the
+    """RAFT batches follow ``plan`` (pairs in frame order; 0 stops); VBench-Long clips and drift windows get the
     same dynamic degree with and without the early exit, and what a clip's details list as computed decides it."""
     from deepforcing.metrics.config import DriftConfig, EvalConfig
     from deepforcing.metrics.dims.base import VideoContext

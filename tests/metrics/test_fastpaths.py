@@ -22,6 +22,27 @@ def test_flicker_maes_equal_the_pairwise_reference():
         assert got[i] == flicker_mae_reference(ctx, i), i
 
 
+def test_take_views_runs_inside_a_chunk_and_copies_everything_else():
+    """``take`` returns the frames it is asked for, in order, whether it can answer with a view of a decoded chunk
+    (a run of consecutive frames inside one chunk) or has to gather them (across chunks, gaps, repeats)."""
+    frames = torch.from_numpy(synthetic_frames(12, 16, 24, 0))
+    ctx = VideoContext(frames[:5], fps=8)
+    ctx.append(frames[5:])  # chunks: frames 0-4 and 5-11
+    for idx in [range(0, 5), range(1, 4), range(6, 12), range(3, 8), [2, 4, 6], [7, 7], [9], range(11, 12)]:
+        got = ctx.take(idx)
+        assert torch.equal(got, torch.stack([frames[i] for i in idx])), list(idx)
+    assert ctx.take(range(1, 4)).data_ptr() == ctx.frame(1).data_ptr()  # a view, no copy
+    assert ctx.take(range(3, 8)).data_ptr() != ctx.frame(3).data_ptr()  # across the chunk boundary: gathered
+    ctx.release(5)
+    assert torch.equal(ctx.take(range(5, 9)), frames[5:9])
+    try:
+        ctx.take(range(4, 7))
+    except IndexError as e:
+        assert "frame 4 is not held" in str(e)
+    else:
+        raise AssertionError("a released frame was returned")
+
+
 def test_consistency_equals_the_row_by_row_reference():
     g = torch.Generator().manual_seed(0)
     for n, d in [(2, 8), (17, 512), (160, 768)]:

@@ -91,7 +91,14 @@ class VideoContext:
         return self._chunks[k][i - self._starts[k]]
 
     def take(self, idx: Iterable[int]) -> torch.Tensor:
-        """Frames ``idx`` (video indices) as uint8 [N,H,W,3]."""
+        """Frames ``idx`` (video indices) as uint8 [N,H,W,3]; read-only: a run of consecutive frames inside one
+        decoded chunk is returned as a view of it (no copy), anything else as a new tensor."""
+        idx = list(idx)
+        if idx and idx == list(range(idx[0], idx[0] + len(idx))) and self.released <= idx[0]:
+            k = bisect_right(self._starts, idx[0]) - 1
+            lo = idx[0] - self._starts[k]
+            if k >= 0 and lo + len(idx) <= int(self._chunks[k].shape[0]):
+                return self._chunks[k][lo : lo + len(idx)]
         return torch.stack([self.frame(i) for i in idx])
 
     def float_tchw(self, idx: Iterable[int]) -> torch.Tensor:

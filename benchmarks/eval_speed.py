@@ -13,11 +13,21 @@ formats, or real ones with --cache-dir). Workloads (``--workloads``, default ``s
 Per workload and dimension it prints vbench's time and ours (min and median over ``--repeat`` interleaved
 repetitions: in each repetition every dimension runs on both sides, the side that goes first alternating),
 the ratio vbench / ours of the minima and of the medians, and the largest |ours - vbench| over every
-video, clip, segment and window (VBench's scale; imaging /100). Model loading is included on both sides
+video, clip, segment and window (VBench's scale; imaging /100). A second table says where each side's time
+goes: the part spent inside network forwards (top-level ``nn.Module`` calls, torchvision's transforms
+excluded, timed on both sides by global forward hooks in every repetition) and the rest (decoding,
+resizing, loading, Python), and the ratio ours could reach if everything but its forwards took no time
+(vbench's total / our forward time). Model loading is included on both sides
 in every repetition (``--warm`` keeps our models loaded between repetitions instead, as a process scoring
 many videos does; vbench's functions always load). Module imports are done before timing. ``TOTAL``
 compares the sum of vbench's times with one ``Scorer`` running every dimension (one decode, shared CLIP
 features). ``--profile`` prints, per dimension, where our time goes (cProfile of the last repetition).
+
+Videos are H.264 yuv420p at CRF 23 (``--codec h264``, default: what the generation pipeline writes, and what
+video generators publish), read by both sides from the same files; vbench's clip files, where a video is cut
+(``long``, ``full``), are written losslessly from the decoded frames, so both sides see the same pixels
+(writing is not timed). ``--codec lossless`` writes the videos as lossless RGB H.264 instead (decoding them
+costs several times more on both sides).
 
     python benchmarks/eval_speed.py                                  # CPU, short + long, 3 repetitions
     python benchmarks/eval_speed.py --workloads short --videos 5 --frames 160 --sizes 128x128 128x192
@@ -62,6 +72,8 @@ def parse_args(argv=None):
     ap.add_argument("--frames", type=int, default=None,
                     help=f"frames per video (default per workload: {DEFAULT_FRAMES})")
     ap.add_argument("--fps", type=int, default=8)
+    ap.add_argument("--codec", choices=["h264", "lossless"], default="h264",
+                    help="the videos: H.264 yuv420p CRF 23 as the pipeline writes (default) or lossless RGB H.264")
     ap.add_argument("--sizes", nargs="+", type=_size, default=[(128, 128)], metavar="HxW",
                     help="frame sizes, used by the videos in turn (default 128x128)")
     ap.add_argument("--device", default="cpu")
@@ -76,6 +88,53 @@ def parse_args(argv=None):
                     help="ours under torch.autocast on a GPU (max|diff| then measures its error against vbench)")
     ap.add_argument("--gpu-channels-last", action="store_true", help="ours with channels-last conv nets on a GPU")
     return ap.parse_args(argv)
+
+
+class ForwardClock:
+    """Wall time inside top-level network forwards: every ``nn.Module`` call that is not nested in another
+    and is not one of torchvision's transforms (which are modules too). Global hooks, so vbench's code and ours
+    are timed the same way without touching either."""
+
+    def __init__(self):
+        self.depth, self.t0, self.total = 0, 0.0, 0.0
+
+    @staticmethod
+    def _counts(m) -> bool:
+        return not type(m).__module__.startswith("torchvision.transforms")
+
+    def _pre(self, m, inputs):
+        if self._counts(m):
+            if self.depth == 0:
+                self.t0 = time.perf_counter()
+            self.depth += 1
+
+    def _post(self, m, inputs, output):
+        if self._counts(m):
+            self.depth -= 1
+            if self.depth == 0:
+                self.total += time.perf_counter() - self.t0
+
+    def __enter__(self):
+        from torch.nn.modules.module import register_module_forward_hook, register_module_forward_pre_hook
+
+        self.depth, self.total = 0, 0.0
+        self._hooks = [register_module_forward_pre_hook(self._pre), register_module_forward_hook(self._post)]
+        return self
+
+    def __exit__(self, *exc):
+        for h in self._hooks:
+            h.remove()
+
+
+def write_video(path: Path, frames, fps: int, codec: str) -> str:
+    from deepforcing.metrics.video import write_lossless
+    from deepforcing.video import VideoWriter
+
+    if codec == "lossless":
+        return str(write_lossless(path, frames, fps))
+    w = VideoWriter(path, fps=fps)
+    w.write(frames)
+    return str(w.close())
 
 
 def clear_model_caches() -> None:
@@ -137,12 +196,15 @@ class Workload:
         jobs, paths, decoded = [], [], {}
         for vi, kind, span in self.units:
             for k, c in enumerate(protocol.clips_for(span, self.args.fps, secs)):
+                jobs.append((vi, kind))
+                if c.start == 0 and c.end == self.frames:  # the whole video: vbench reads the same file as we do
+                    paths.append(self.videos[vi])
+                    continue
                 p = self.tmp / "clips" / f"{self.name}_{vi}_{kind}_{k}.mp4"
                 if not p.exists():
                     if vi not in decoded:
                         decoded[vi] = decode(self.videos[vi]).frames
                     write_lossless(p, decoded[vi][c.start:c.end], self.args.fps)
-                jobs.append((vi, kind))
                 paths.append(str(p))
         return jobs, paths
 
@@ -181,15 +243,16 @@ def run_vbench(dim, wl: Workload, files, args, prompt, dino_repo) -> tuple[float
     from deepforcing.metrics.reference import vbench_scores
 
     jobs, paths = wl.clip_files(dim)
-    t0 = time.perf_counter()
-    ref = vbench_scores(dim, paths, files[dim], args.device, prompts=[prompt] * len(paths), dino_repo=dino_repo)
-    t = time.perf_counter() - t0
+    with ForwardClock() as fc:
+        t0 = time.perf_counter()
+        ref = vbench_scores(dim, paths, files[dim], args.device, prompts=[prompt] * len(paths), dino_repo=dino_repo)
+        t = time.perf_counter() - t0
     if dim == "imaging_quality":
         ref = [r / 100 for r in ref]
     agg: dict[tuple[int, str], list[float]] = {}
     for j, r in zip(jobs, ref, strict=True):
         agg.setdefault(j, []).append(r)
-    return t, {k: sum(v) / len(v) for k, v in agg.items()}
+    return t, {k: sum(v) / len(v) for k, v in agg.items()}, fc.total
 
 
 def run_ours(dims, wl: Workload, files, args, prompt, profile: bool = False):
@@ -198,14 +261,16 @@ def run_ours(dims, wl: Workload, files, args, prompt, profile: bool = False):
     if not args.warm:
         clear_model_caches()
     pr = cProfile.Profile() if profile else None
-    t0 = time.perf_counter()
-    if pr:
-        pr.enable()
-    scorer = Scorer(wl.config(dims, files, args.device))  # model loading counts
-    results = [scorer.score_file(v, prompt) for v in wl.videos]
-    if pr:
-        pr.disable()
-    return time.perf_counter() - t0, results, pr
+    with ForwardClock() as fc:
+        t0 = time.perf_counter()
+        if pr:
+            pr.enable()
+        scorer = Scorer(wl.config(dims, files, args.device))  # model loading counts
+        results = [scorer.score_file(v, prompt) for v in wl.videos]
+        if pr:
+            pr.disable()
+        t = time.perf_counter() - t0
+    return t, results, pr, fc.total
 
 
 def profile_text(pr: cProfile.Profile, n: int = 8) -> str:
@@ -224,7 +289,6 @@ def main(argv=None) -> int:
     from metrics_helpers import RandomWeights, synthetic_frames
 
     from deepforcing.metrics.specs import SPECS
-    from deepforcing.metrics.video import write_lossless
     from deepforcing.metrics.weight_files import resolve
 
     torch.set_num_threads(args.threads)
@@ -253,14 +317,17 @@ def main(argv=None) -> int:
         videos = []
         for i in range(args.videos):
             h, w = args.sizes[i % len(args.sizes)]
-            videos.append(str(write_lossless(tmp / f"{wname}_v{i}.mp4",
-                                             synthetic_frames(frames, h, w, i, speed=3 + 2 * i), args.fps)))
+            videos.append(write_video(tmp / f"{wname}_v{i}.mp4", synthetic_frames(frames, h, w, i, speed=3 + 2 * i),
+                                      args.fps, args.codec if wname == "short" else "lossless"))
         wl = Workload(wname, args, videos, frames, tmp)
         sizes = " ".join(f"{h}x{w}" for h, w in args.sizes[: args.videos])
-        print(f"\n== workload {wname}: {args.videos} videos x {frames} frames @ {args.fps} fps, {sizes}; "
+        codec = args.codec if wname == "short" else "lossless"
+        print(f"\n== workload {wname}: {args.videos} videos x {frames} frames @ {args.fps} fps, {sizes}, {codec}; "
               f"dims={dims}")
         t_ref = {d: [] for d in dims}
         t_ours = {d: [] for d in dims}
+        f_ref = {d: [] for d in dims}  # time inside network forwards
+        f_ours = {d: [] for d in dims}
         t_all: list[float] = []
         diffs = {d: 0.0 for d in dims}
         profiles = {}
@@ -271,15 +338,17 @@ def main(argv=None) -> int:
                 res = ref = None
                 for side in sides:
                     if side == "vbench":
-                        t, ref = run_vbench(d, wl, files, args, prompt, dino_repo)
+                        t, ref, f = run_vbench(d, wl, files, args, prompt, dino_repo)
                         t_ref[d].append(t)
+                        f_ref[d].append(f)
                     else:
-                        t, res, pr = run_ours([d], wl, files, args, prompt, prof)
+                        t, res, pr, f = run_ours([d], wl, files, args, prompt, prof)
                         t_ours[d].append(t)
+                        f_ours[d].append(f)
                         if pr:
                             profiles[d] = pr
                 diffs[d] = max(diffs[d], wl.max_diff(d, res, ref))
-            t, _, _ = run_ours(dims, wl, files, args, prompt)
+            t, _, _, _ = run_ours(dims, wl, files, args, prompt)
             t_all.append(t)
         print(f"{'dimension':<24} {'vbench min':>10} {'med':>7} {'ours min':>9} {'med':>7} {'ratio min':>9} "
               f"{'med':>6} {'max|diff|':>10}")
@@ -296,6 +365,15 @@ def main(argv=None) -> int:
               f"{sum(statistics.median(v) for v in t_ours.values()):7.2f} {sum_ref_min / sum_ours_min:9.2f}")
         print(f"{'TOTAL (one Scorer)':<24} {sum_ref_min:10.2f} {sum_ref_med:7.2f} {am:9.2f} {ad:7.2f} "
               f"{sum_ref_min / am:9.2f} {sum_ref_med / ad:6.2f} {max(diffs.values()):10.2e}")
+        med = statistics.median
+        print("\nwhere the time goes (medians, s): forwards = inside network forwards, other = the rest;\n"
+              "ceiling = vbench's total / our forward time (our ratio if all but our forwards took no time)")
+        print(f"{'dimension':<24} {'vbench fwd':>10} {'other':>7} {'ours fwd':>9} {'other':>7} {'fwd ratio':>9} "
+              f"{'ceiling':>8}")
+        for d in dims:
+            vf, vt, of, ot = med(f_ref[d]), med(t_ref[d]), med(f_ours[d]), med(t_ours[d])
+            fr, ceil = (f"{vf / of:9.2f}", f"{vt / of:8.2f}") if of > 1e-3 else (f"{'-':>9}", f"{'-':>8}")
+            print(f"{d:<24} {vf:10.2f} {vt - vf:7.2f} {of:9.2f} {ot - of:7.2f} {fr} {ceil}")
         for d, pr in profiles.items():
             print(f"\nprofile of ours, {d} ({wname}, last repetition; top functions by own time):")
             print(profile_text(pr))

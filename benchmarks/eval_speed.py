@@ -79,6 +79,8 @@ def parse_args(argv=None):
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, default=2, help="torch and OpenCV threads, both sides (default 2)")
     ap.add_argument("--repeat", type=int, default=3, help="interleaved repetitions (default 3)")
+    ap.add_argument("--busy", type=int, default=0, metavar="N",
+                    help="keep N other processes spinning on the CPU while timing (a busy machine; default 0)")
     ap.add_argument("--warm", action="store_true", help="keep our models loaded between repetitions")
     ap.add_argument("--profile", action="store_true", help="print where our time goes, per dimension")
     ap.add_argument("--cache-dir", default=None, help="real VBench weights; default: random weights in a temp dir")
@@ -124,6 +126,22 @@ class ForwardClock:
     def __exit__(self, *exc):
         for h in self._hooks:
             h.remove()
+
+
+def _spin() -> None:
+    while True:
+        pass
+
+
+def start_busy(n: int) -> list:
+    """``n`` processes that keep one core each busy (pure Python, no threads of their own), as other jobs on a
+    shared machine do; terminated by the caller."""
+    import multiprocessing as mp
+
+    procs = [mp.get_context("spawn").Process(target=_spin, daemon=True) for _ in range(n)]
+    for p in procs:
+        p.start()
+    return procs
 
 
 def write_video(path: Path, frames, fps: int, codec: str) -> str:
@@ -286,7 +304,7 @@ def main(argv=None) -> int:
     os.environ.setdefault("TQDM_DISABLE", "1")  # vbench's progress bars
     import cv2
     import torch
-    from metrics_helpers import RandomWeights, synthetic_frames
+    from metrics_helpers import RandomWeights
 
     from deepforcing.metrics.specs import SPECS
     from deepforcing.metrics.weight_files import resolve
@@ -308,8 +326,19 @@ def main(argv=None) -> int:
     files = {d: files_for(d) for d in dims}  # write weights before timing
     preimport(dims)
     prompt = "a red square moves over a textured wall"
+    busy = start_busy(args.busy)
+    try:
+        return _run(args, dims, files, dino_repo, tmp, prompt, SPECS)
+    finally:
+        for p in busy:
+            p.terminate()
+
+
+def _run(args, dims, files, dino_repo, tmp, prompt, SPECS) -> int:
+    from metrics_helpers import synthetic_frames
+
     load = os.getloadavg()
-    print(f"device={args.device} threads={args.threads} repeat={args.repeat} "
+    print(f"busy={args.busy} " * bool(args.busy) + f"device={args.device} threads={args.threads} repeat={args.repeat} "
           f"{'warm' if args.warm else 'cold (model loading in every repetition, both sides)'}; "
           f"load average at start {load[0]:.1f} on {os.cpu_count()} CPUs")
     for wname in args.workloads:

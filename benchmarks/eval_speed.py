@@ -23,11 +23,11 @@ many videos does; vbench's functions always load). Module imports are done befor
 compares the sum of vbench's times with one ``Scorer`` running every dimension (one decode, shared CLIP
 features). ``--profile`` prints, per dimension, where our time goes (cProfile of the last repetition).
 
-Videos are H.264 yuv420p at CRF 23 (``--codec h264``, default: what the generation pipeline writes, and what
-video generators publish), read by both sides from the same files; vbench's clip files, where a video is cut
-(``long``, ``full``), are written losslessly from the decoded frames, so both sides see the same pixels
-(writing is not timed). ``--codec lossless`` writes the videos as lossless RGB H.264 instead (decoding them
-costs several times more on both sides).
+``short`` videos are H.264 yuv420p at CRF 23 (``--codec h264``, default: what the generation pipeline writes,
+and what video generators publish), read by both sides from the same files; ``--codec lossless`` writes them
+as lossless RGB H.264 instead (decoding them costs several times more on both sides). ``long`` and ``full``
+cut each video into clip files for vbench, so there the videos and the clip files are always lossless RGB
+H.264 and both sides see the same pixels (writing is not timed).
 
     python benchmarks/eval_speed.py                                  # CPU, short + long, 3 repetitions
     python benchmarks/eval_speed.py --workloads short --videos 5 --frames 160 --sizes 128x128 128x192

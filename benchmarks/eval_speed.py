@@ -343,14 +343,14 @@ def _run(args, dims, files, dino_repo, tmp, prompt, SPECS) -> int:
           f"load average at start {load[0]:.1f} on {os.cpu_count()} CPUs")
     for wname in args.workloads:
         frames = args.frames or DEFAULT_FRAMES[wname]
+        codec = args.codec if wname == "short" else "lossless"  # long/full: clip files must carry the same pixels
         videos = []
         for i in range(args.videos):
             h, w = args.sizes[i % len(args.sizes)]
             videos.append(write_video(tmp / f"{wname}_v{i}.mp4", synthetic_frames(frames, h, w, i, speed=3 + 2 * i),
-                                      args.fps, args.codec if wname == "short" else "lossless"))
+                                      args.fps, codec))
         wl = Workload(wname, args, videos, frames, tmp)
         sizes = " ".join(f"{h}x{w}" for h, w in args.sizes[: args.videos])
-        codec = args.codec if wname == "short" else "lossless"
         print(f"\n== workload {wname}: {args.videos} videos x {frames} frames @ {args.fps} fps, {sizes}, {codec}; "
               f"dims={dims}")
         t_ref = {d: [] for d in dims}

@@ -41,6 +41,13 @@ def test_take_views_runs_inside_a_chunk_and_copies_everything_else():
         assert "frame 4 is not held" in str(e)
     else:
         raise AssertionError("a released frame was returned")
+    ctx.release(12)  # every frame gone: the same error, not a failed lookup
+    try:
+        ctx.take(range(12, 14))
+    except IndexError as e:
+        assert "frame 12 is not held" in str(e)
+    else:
+        raise AssertionError("a frame past the end was returned")
 
 
 def test_consistency_equals_the_row_by_row_reference():

@@ -96,8 +96,8 @@ class VideoContext:
         idx = list(idx)
         if idx and idx == list(range(idx[0], idx[0] + len(idx))) and self.released <= idx[0]:
             k = bisect_right(self._starts, idx[0]) - 1
-            lo = idx[0] - self._starts[k]
-            if k >= 0 and lo + len(idx) <= int(self._chunks[k].shape[0]):
+            lo = idx[0] - self._starts[k] if k >= 0 else -1
+            if lo >= 0 and lo + len(idx) <= int(self._chunks[k].shape[0]):
                 return self._chunks[k][lo : lo + len(idx)]
         return torch.stack([self.frame(i) for i in idx])
 
